@@ -66,7 +66,9 @@ class EditionConfig:
     section_cap: int = 10
     lead_words: int = 70
     # Jinja2 templates over ``site`` and ``edition`` (see templates/README or render.py).
-    subject: str = "{{ site.name }}: {{ edition.post_count }} new {{ 'post' if edition.post_count == 1 else 'posts' }}"
+    subject: str = (
+        "{{ site.name }}: {{ edition.post_count }} new {{ 'post' if edition.post_count == 1 else 'posts' }}"
+    )
     preheader: str = "This week: {{ edition.titles[:3] | join(' · ') }}"
     # What a subscriber with nothing new gets: "skip" (no email) or "note" (a short note).
     nothing_new: str = "skip"
@@ -221,7 +223,9 @@ def _build_section(cls: type, data: Any, where: str, source: str) -> Any:
         else:  # pragma: no cover - every field type is listed above
             ok = True
         if not ok:
-            raise ConfigError(f"{source}: {key} has the wrong type ({value!r}); expected {_type_name(expected)}.")
+            raise ConfigError(
+                f"{source}: {key} has the wrong type ({value!r}); expected {_type_name(expected)}."
+            )
         choices = _CHOICES.get((where, name))
         if choices and value not in choices:
             raise ConfigError(f"{source}: {key} is {value!r}; use one of: {', '.join(choices)}.")
@@ -278,7 +282,10 @@ def config_from_dict(data: dict[str, Any], *, root: Path, source: str = "config"
     }
     kwargs["categories"] = _categories(data.get("categories", []), source)
     config = Config(**kwargs, root=root, source=Path(source) if source != "config" else None)
-    for key, tzname in (("site.timezone", config.site.timezone), ("schedule.timezone", config.schedule.timezone)):
+    for key, tzname in (
+        ("site.timezone", config.site.timezone),
+        ("schedule.timezone", config.schedule.timezone),
+    ):
         if tzname:
             try:
                 ZoneInfo(tzname)
@@ -291,7 +298,9 @@ def config_from_dict(data: dict[str, Any], *, root: Path, source: str = "config"
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: {key} must start with https:// (it is {url!r}).")
     if "@" not in config.sender.from_email:
-        raise ConfigError(f"{source}: sender.from_email {config.sender.from_email!r} is not an email address.")
+        raise ConfigError(
+            f"{source}: sender.from_email {config.sender.from_email!r} is not an email address."
+        )
     return config
 
 

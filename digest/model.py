@@ -101,6 +101,19 @@ class RenderedEdition:
         return len(self.html.encode("utf-8"))
 
 
+@dataclass(frozen=True)
+class Subscriber:
+    """A reader as the sender sees one: normalised address, status and category keys."""
+
+    id: int
+    email: str
+    status: str  # pending | active | paused | unsubscribed | bounced | complained
+    categories: tuple[str, ...]  # category keys (digest.config.category_key), sorted
+    name: str = ""
+    created_at: datetime | None = None
+    confirmed_at: datetime | None = None
+
+
 # Per-recipient values the renderer leaves as placeholders and the sender fills in (as SendGrid
 # substitutions, or by string replacement for SMTP and the outbox). Plain tokens, so that HTML
 # escaping and MJML leave them untouched.
