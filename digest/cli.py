@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning a DigestError into a message and exit code 1."""
     verbose = "-v" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
     try:
-        cli.main(args=argv, standalone_mode=False)
+        code = cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(1)
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         click.secho(f"Error: {exc}", fg="red", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,155 @@
+"""The orchestrator: posts -> select -> summarize -> render, reading like a table of contents.
+
+Everything here is glue. The stages themselves are pure functions in their own modules; this
+module only decides which inputs they get (config, the clock passed in as ``as_of``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from digest import __version__
+from digest.config import Config
+from digest.model import Edition, LoadResult, RenderedEdition, Section
+from digest.permalink import post_url
+from digest.posts import load_posts
+from digest.render import render_edition
+from digest.select import choose, window_for
+from digest.summarize import summarize
+
+
+def load(config: Config, *, folder: Path | None = None, use_cache: bool = True) -> LoadResult:
+    """Read every post under the configured folder (or ``folder``), through the parsed-post cache."""
+    return load_posts(
+        folder or config.posts_path,
+        tz=config.tz,
+        extensions=config.posts.extensions,
+        excerpt_separator=config.posts.excerpt_separator,
+        cache_dir=config.path(config.posts.cache) if use_cache else None,
+    )
+
+
+def edition_id_for(moment: datetime) -> str:
+    """A weekly edition's stable id: the ISO week its window ends in, e.g. ``2026-W02``."""
+    year, week, _ = moment.isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def build_edition(
+    config: Config,
+    *,
+    as_of: datetime,
+    categories: Sequence[str] | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    edition_id: str | None = None,
+    posts: LoadResult | None = None,
+) -> Edition:
+    """The edition a reader of ``categories`` (None: all) gets for the window ending at ``as_of``."""
+    loaded = posts if posts is not None else load(config)
+    start, end = window or window_for(as_of, config.edition.window_days)
+    wanted = _display_names(config, categories)
+    selection = choose(
+        loaded.posts,
+        start=start,
+        end=end,
+        categories=wanted or None,
+        order=config.category_order(),
+        cap=config.edition.section_cap,
+    )
+    sections = []
+    for name, chosen in selection.sections:
+        items = tuple(
+            summarize(
+                post,
+                url=post_url(
+                    post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz
+                ),
+                word_budget=config.edition.lead_words,
+            )
+            for post in chosen
+        )
+        if items:
+            sections.append(Section(name=name, items=items))
+    return Edition(
+        id=edition_id or edition_id_for(end),
+        window_start=start,
+        window_end=end,
+        categories=tuple(wanted),
+        sections=tuple(sections),
+        skipped=(*loaded.skipped, *selection.skipped),
+    )
+
+
+def _display_names(config: Config, categories: Sequence[str] | None) -> list[str]:
+    """Spell requested categories as config does, so section headings look the same everywhere."""
+    names: list[str] = []
+    for raw in categories or ():
+        if not raw.strip():
+            continue
+        known = config.find_category(raw)
+        names.append(known.name if known else raw.strip())
+    return names
+
+
+def render(config: Config, edition: Edition) -> RenderedEdition:
+    """Render an edition to HTML and text (raises EmptyEditionError when it has no posts)."""
+    return render_edition(edition, config)
+
+
+def manifest(edition: Edition, rendered: RenderedEdition | None, config: Config) -> dict[str, Any]:
+    """What a build contained, as JSON-able data: enough to review or diff an edition later."""
+    tz = config.tz
+    templates = sorted(config.templates_path.glob("*")) if config.templates_path.is_dir() else []
+    template_hash = hashlib.sha256()
+    for path in templates:
+        if path.is_file():
+            template_hash.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {
+        "edition": edition.id,
+        "digest_version": __version__,
+        "template_version": template_hash.hexdigest()[:16],
+        "categories": list(edition.categories),
+        "window": {
+            "start_utc": edition.window_start.astimezone(UTC).isoformat(),
+            "end_utc": edition.window_end.astimezone(UTC).isoformat(),
+            "start_local": edition.window_start.astimezone(tz).isoformat(),
+            "end_local": edition.window_end.astimezone(tz).isoformat(),
+            "timezone": config.site.timezone,
+        },
+        "sections": [
+            {
+                "name": section.name,
+                "posts": [
+                    {
+                        "path": item.post_path,
+                        "title": item.title,
+                        "url": item.url,
+                        "date": item.date.isoformat(),
+                    }
+                    for item in section.items
+                ],
+            }
+            for section in edition.sections
+        ],
+        "post_count": edition.post_count,
+        "subject": rendered.subject if rendered else None,
+        "html_bytes": rendered.html_bytes if rendered else None,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in edition.skipped],
+    }
+
+
+def with_hashes(data: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
+    """Add each post's content hash to a manifest (kept apart so manifest() needs no post list)."""
+    for section in data["sections"]:
+        for post in section["posts"]:
+            post["content_hash"] = hashes.get(post["path"], "")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
