@@ -1,0 +1,224 @@
+"""What every sending backend shares: the message, the batch, the result and the Sender protocol.
+
+A backend only moves bytes; it knows nothing about editions, subscribers or the database
+(that is ``digest.send.delivery``). Two entry points:
+
+- ``send_one(message)`` for a single fully personal message (confirmation emails, ``--test``);
+- ``send_batch(batch)`` for one rendered email to many recipients, each with their own
+  substitutions (the personal links) and headers. SendGrid turns a batch into one API request
+  with one personalization per recipient; SMTP and the outbox fill the placeholders and send
+  one message per recipient.
+
+Plain frozen/slotted dataclasses rather than the ``sendgrid.helpers`` objects, because a
+million-recipient send builds a million of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from digest.config import Config
+
+# Headers a caller may not set: the backend (or the provider) owns them.
+RESERVED_HEADERS = frozenset(
+    h.casefold()
+    for h in (
+        "To",
+        "From",
+        "Subject",
+        "Reply-To",
+        "CC",
+        "BCC",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+    )
+)
+ONE_CLICK = "List-Unsubscribe=One-Click"
+BACKENDS = ("outbox", "sendgrid", "smtp")
+RETRY_BASE_ENV = "DIGEST_RETRY_BASE_SECONDS"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """One finished email to one address: nothing left to fill in."""
+
+    to: str
+    subject: str
+    html: str
+    text: str
+    to_name: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    categories: tuple[str, ...] = ()
+    custom_args: Mapping[str, str] = field(default_factory=dict)
+    reply_to: str = ""  # empty: config.sender.reply_to (if any)
+    from_email: str = ""  # empty: config.sender.from_email
+    from_name: str = ""  # empty: config.sender.from_name
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One address in a batch and what is personal to it.
+
+    ``substitutions`` maps placeholder tokens (digest.model.PLACEHOLDERS) to this reader's
+    values; ``headers`` are the per-recipient headers (List-Unsubscribe).
+    """
+
+    email: str
+    substitutions: Mapping[str, str]
+    headers: Mapping[str, str]
+    custom_args: Mapping[str, str] = field(default_factory=dict)
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class BatchMessage:
+    """One rendered email (placeholders still in it) for up to 1,000 recipients."""
+
+    subject: str
+    html: str
+    text: str
+    recipients: Sequence[Recipient]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    categories: tuple[str, ...] = ()
+    custom_args: Mapping[str, str] = field(default_factory=dict)
+    send_at: int | None = None  # unix time; SendGrid scheduled send
+    batch_id: str | None = None  # SendGrid batch id, so a scheduled send can be cancelled
+
+    def personalise(self, recipient: Recipient) -> OutgoingMessage:
+        """The finished message for one recipient (how SMTP and the outbox send a batch)."""
+        subject, html, text = self.subject, self.html, self.text
+        for token, value in recipient.substitutions.items():
+            subject = subject.replace(token, value)
+            html = html.replace(token, value)
+            text = text.replace(token, value)
+        return OutgoingMessage(
+            to=recipient.email,
+            to_name=recipient.name,
+            subject=subject,
+            html=html,
+            text=text,
+            headers={**self.headers, **recipient.headers},
+            categories=self.categories,
+            custom_args={**self.custom_args, **recipient.custom_args},
+        )
+
+
+@dataclass
+class BatchResult:
+    """What the provider said about a batch.
+
+    ``message_ids`` maps each accepted address to the provider's id (the same id for all
+    recipients of one SendGrid request). ``failed`` maps refused addresses to the reason.
+    """
+
+    message_ids: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Sender(Protocol):
+    """A way to get email out. ``name`` is one of BACKENDS."""
+
+    name: str
+
+    def send_one(self, message: OutgoingMessage) -> str:
+        """Send one message; return the provider's message id. Raises SendError."""
+        ...
+
+    def send_batch(self, batch: BatchMessage) -> BatchResult:
+        """Send one email to every recipient of the batch.
+
+        Raises ProviderAuthError (stop everything) or SendError (this batch failed as a whole,
+        e.g. a 400 from SendGrid, or retries ran out); a per-recipient refusal is in ``failed``.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+def retry_base_seconds(config: Config) -> float:
+    """The first backoff delay: sender.retry_base_seconds if the config has it, else the env var.
+
+    Tests set it tiny so that retry storms finish in milliseconds without patching anything.
+    """
+    value = getattr(config.sender, "retry_base_seconds", None)
+    if value is None:
+        value = float(os.environ.get(RETRY_BASE_ENV, "1.0"))
+    return float(value)
+
+
+def build_mime(
+    message: OutgoingMessage,
+    *,
+    from_email: str,
+    from_name: str = "",
+    reply_to: str = "",
+    date: datetime | None = None,
+    message_id: str | None = None,
+) -> EmailMessage:
+    """The RFC 5322 message for SMTP and the outbox: text part first, then HTML (clients show the last).
+
+    Categories and custom args travel as X-Digest-* headers, so an .eml file says which edition
+    it belongs to just as SendGrid's statistics would.
+    """
+    from email.utils import localtime
+
+    msg = EmailMessage()
+    domain = from_email.rpartition("@")[2] or None
+    msg["Message-ID"] = message_id or make_msgid(domain=domain)
+    msg["Date"] = format_datetime(date or localtime())
+    sender_email = message.from_email or from_email
+    sender_name = message.from_name or from_name
+    msg["From"] = Address(display_name=sender_name, addr_spec=sender_email) if sender_name else sender_email
+    msg["To"] = Address(display_name=message.to_name, addr_spec=message.to) if message.to_name else message.to
+    msg["Subject"] = message.subject
+    if message.reply_to or reply_to:
+        msg["Reply-To"] = message.reply_to or reply_to
+    for name, value in message.headers.items():
+        if name.casefold() in RESERVED_HEADERS:
+            continue
+        msg[name] = value
+    if message.categories:
+        msg["X-Digest-Categories"] = ", ".join(message.categories)
+    if message.custom_args:
+        msg["X-Digest-Args"] = json.dumps(dict(message.custom_args), separators=(",", ":"), sort_keys=True)
+    msg.set_content(message.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    return msg
+
+
+def make_sender(
+    config: Config, name: str | None = None, *, outbox: str | os.PathLike[str] | None = None
+) -> Sender:
+    """The backend named (or config.sender.backend). ``outbox`` overrides the outbox folder."""
+    from digest.errors import ConfigError
+
+    backend = name or config.sender.backend
+    if backend == "outbox":
+        from digest.send.outbox import OutboxSender
+
+        folder = config.path(outbox) if outbox is not None else config.path(config.sender.outbox)
+        return OutboxSender(config, folder)
+    if backend == "smtp":
+        from digest.send.smtp import SMTPSender
+
+        return SMTPSender(config)
+    if backend == "sendgrid":
+        from digest.send.sendgrid import SendGridSender
+
+        return SendGridSender.from_config(config)
+    raise ConfigError(f"Unknown sender {backend!r}; use one of: {', '.join(BACKENDS)}.")

@@ -1,0 +1,88 @@
+"""The outbox backend: one ``.eml`` file per message, so everything works without an account.
+
+Files are written to a temporary name and renamed into place, so a reader (a test, a person, a
+crash) never sees half a message. Names sort by time of writing and carry the address, e.g.
+``20260112T070000-000042-ada_at_example.com.eml``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import tempfile
+import threading
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from digest.errors import SendError
+from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, build_mime
+
+if TYPE_CHECKING:
+    from digest.config import Config
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+class OutboxSender:
+    """Writes each message to ``folder``; the message id is the file's Message-ID (no brackets)."""
+
+    name = "outbox"
+
+    def __init__(self, config: Config, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.from_email = config.sender.from_email
+        self.from_name = config.sender.from_name
+        self.reply_to = config.sender.reply_to
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def _path_for(self, to: str) -> Path:
+        with self._lock:
+            n = next(self._seq)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        safe = _UNSAFE.sub("_", to.replace("@", "_at_"))[:80]
+        return self.folder / f"{stamp}-{os.getpid()}-{n:06d}-{safe}.eml"
+
+    def send_one(self, message: OutgoingMessage) -> str:
+        msg = build_mime(
+            message, from_email=self.from_email, from_name=self.from_name, reply_to=self.reply_to
+        )
+        data = msg.as_bytes(policy=policy.SMTP)
+        path = self._path_for(message.to)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".eml")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise SendError(f"Cannot write to the outbox folder {self.folder}: {exc}") from exc
+        return str(msg["Message-ID"]).strip("<>")
+
+    def send_batch(self, batch: BatchMessage) -> BatchResult:
+        result = BatchResult()
+        for recipient in batch.recipients:
+            result.message_ids[recipient.email] = self.send_one(batch.personalise(recipient))
+        return result
+
+    def close(self) -> None:
+        pass
+
+
+def read_outbox(folder: str | os.PathLike[str]) -> list[EmailMessage]:
+    """Every message in an outbox folder, oldest first, parsed with the ``email`` package."""
+    parser = BytesParser(policy=policy.default)
+    messages: list[EmailMessage] = []
+    for path in sorted(Path(folder).glob("*.eml")):
+        with path.open("rb") as fh:
+            messages.append(parser.parse(fh))  # type: ignore[arg-type]
+    return messages
