@@ -1,0 +1,418 @@
+"""Edition -> email: Jinja2 makes MJML and a plain-text part, mjml-python makes the HTML.
+
+A ``Renderer`` is built once per ``Config``: the Jinja2 environments, the two templates and the
+subject/preheader strings are compiled up front, so rendering an edition costs one pass of each
+template plus one MJML compile (about a millisecond for ten posts). Personal links stay as the
+plain placeholder tokens from ``digest.model`` for the sender to fill in per recipient.
+
+Pure: no disk (after the templates are loaded), network, database or clock.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from datetime import date, datetime, timedelta, tzinfo
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import urlsplit
+
+import jinja2
+import jinja2.nodes
+import mjml
+from markupsafe import Markup
+
+from digest.config import BUILTIN_TEMPLATES, Config
+from digest.errors import EmptyEditionError, RenderError
+from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, Item, RenderedEdition, Section, Skip
+
+MJML_TEMPLATE = "edition.mjml.j2"
+TEXT_TEMPLATE = "edition.txt.j2"
+TEXT_WIDTH = 72
+
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+
+
+class EditionView:
+    """What templates see as ``edition``: the Edition without empty sections, dates in site time.
+
+    Precomputed once per render, so templates read plain attributes instead of calling helpers.
+    """
+
+    __slots__ = (
+        "categories",
+        "first_day",
+        "id",
+        "items",
+        "last_day",
+        "post_count",
+        "sections",
+        "skipped",
+        "titles",
+        "window_end",
+        "window_start",
+    )
+
+    def __init__(self, edition: Edition, tz: tzinfo) -> None:
+        self.id: str = edition.id
+        self.sections: tuple[Section, ...] = tuple(s for s in edition.sections if s.items)
+        self.items: tuple[Item, ...] = tuple(i for s in self.sections for i in s.items)
+        self.titles: tuple[str, ...] = tuple(i.title for i in self.items)
+        self.post_count: int = len(self.items)
+        self.categories: tuple[str, ...] = edition.categories
+        self.skipped: tuple[Skip, ...] = edition.skipped
+        self.window_start: datetime = _local(edition.window_start, tz)
+        self.window_end: datetime = _local(edition.window_end, tz)
+        self.first_day: date = self.window_start.date()
+        # The window's end is exclusive: a window ending at midnight covers the day before.
+        self.last_day: date = _local(edition.window_end - timedelta(microseconds=1), tz).date()
+
+
+class Renderer:
+    """Renders editions for one config. Build once and reuse: construction compiles templates."""
+
+    def __init__(self, config: Config, *, auto_reload: bool = False) -> None:
+        self.config = config
+        self.tz = config.tz
+        folders = [str(config.templates_path)]
+        if config.templates_path.resolve() != BUILTIN_TEMPLATES.resolve():
+            # A site's own folder may override only some templates; the rest come from digest.
+            folders.append(str(BUILTIN_TEMPLATES))
+        loader = jinja2.FileSystemLoader(folders, encoding="utf-8")
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+            "auto_reload": auto_reload,
+        }
+        self._html_env = jinja2.Environment(autoescape=True, **common)
+        self._text_env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
+        filters = _filters(config)
+        self._html_env.filters.update(filters)
+        self._text_env.filters.update(filters)
+        self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
+        self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
+        self._subject = self._string_template(config.edition.subject, "edition.subject")
+        self._preheader = self._string_template(config.edition.preheader, "edition.preheader")
+        self._globals = {
+            "site": config.site,
+            "preferences_url": PREFERENCES_URL,
+            "unsubscribe_url": UNSUBSCRIBE_URL,
+        }
+
+    def render(self, edition: Edition) -> RenderedEdition:
+        """The email for one edition: subject, preheader, HTML and text, and any size warning."""
+        view = EditionView(edition, self.tz)
+        if not view.sections:
+            raise EmptyEditionError(_empty_message(edition, view))
+        context: dict[str, Any] = {**self._globals, "edition": view}
+        subject = _one_line(self._run(self._subject, context, "config key edition.subject"))
+        preheader = _one_line(self._run(self._preheader, context, "config key edition.preheader"))
+        context["subject"] = subject
+        context["preheader"] = preheader
+        source = self._run(self._mjml_template, context, MJML_TEMPLATE)
+        html = self._compile(source)
+        text = _tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
+        warnings = self._warnings(len(html.encode("utf-8")))
+        return RenderedEdition(subject=subject, preheader=preheader, html=html, text=text, warnings=warnings)
+
+    def mjml_source(self, edition: Edition) -> str:
+        """The MJML before compiling: for debugging a template, and for the Node baseline bench."""
+        view = EditionView(edition, self.tz)
+        context: dict[str, Any] = {**self._globals, "edition": view}
+        context["subject"] = _one_line(self._run(self._subject, context, "config key edition.subject"))
+        context["preheader"] = _one_line(self._run(self._preheader, context, "config key edition.preheader"))
+        return self._run(self._mjml_template, context, MJML_TEMPLATE)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _warnings(self, size: int) -> tuple[str, ...]:
+        limit = self.config.edition.clip_warning_bytes
+        if size < limit:
+            return ()
+        return (
+            f"The HTML is {size:,} bytes, at or over edition.clip_warning_bytes ({limit:,}): Gmail "
+            "clips messages at about 102 KB and hides the rest, footer and unsubscribe link "
+            "included. Lower edition.section_cap or edition.lead_words, or send fewer categories.",
+        )
+
+    def _load(self, env: jinja2.Environment, name: str) -> jinja2.Template:
+        try:
+            return env.get_template(name)
+        except jinja2.TemplateNotFound:
+            raise RenderError(
+                f"{self.config.templates_path}: no template {name} there (nor in {BUILTIN_TEMPLATES}). "
+                "Check edition.templates in the config, or leave it empty to use the built-in templates."
+            ) from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(_syntax_message(exc, name)) from exc
+
+    def _string_template(self, source: str, key: str) -> jinja2.Template:
+        try:
+            return self._text_env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise RenderError(
+                f"config key {key}: not a valid Jinja2 template ({exc.message}). It sees `site` and "
+                "`edition` (edition.post_count, edition.titles, edition.first_day, ...)."
+            ) from exc
+
+    def _run(self, template: jinja2.Template, context: Mapping[str, Any], name: str) -> str:
+        try:
+            return template.render(context)
+        except jinja2.TemplateSyntaxError as exc:  # raised by an {% import %} or {% include %}
+            raise RenderError(_syntax_message(exc, name)) from exc
+        except (
+            jinja2.TemplateError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            ZeroDivisionError,
+        ) as exc:
+            where = _template_frame(exc) or name
+            message = exc.message if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
+            raise RenderError(f"{where}: {message}. See templates/README.md for the variables.") from exc
+
+    def _compile(self, source: str) -> str:
+        try:
+            html = mjml.mjml2html(source, fonts={}, disable_comments=True)
+        except ValueError as exc:
+            raise RenderError(
+                f"{self.config.templates_path / MJML_TEMPLATE}: the MJML it produced does not compile "
+                f"({exc}). {_mjml_hint(source)}"
+            ) from exc
+        return html
+
+
+# -- the module-level entry point -------------------------------------------------------------
+
+_renderers: dict[Config, Renderer] = {}
+_renderers_lock = threading.Lock()
+_MAX_RENDERERS = 8
+
+
+def render_edition(edition: Edition, config: Config) -> RenderedEdition:
+    """Render with a Renderer cached per config, so callers need not keep one themselves."""
+    renderer = _renderers.get(config)
+    if renderer is None:
+        renderer = Renderer(config)
+        with _renderers_lock:
+            if len(_renderers) >= _MAX_RENDERERS:
+                _renderers.pop(next(iter(_renderers)))
+            _renderers[config] = renderer
+    return renderer.render(edition)
+
+
+def clear_cache() -> None:
+    """Forget cached renderers, e.g. after the templates on disk changed."""
+    with _renderers_lock:
+        _renderers.clear()
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+
+def _filters(config: Config) -> dict[str, Any]:
+    tz = config.tz
+    english = config.site.language.split("-")[0].lower() == "en"
+
+    def day(value: date) -> str:
+        if english:
+            return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
+        return value.isoformat()
+
+    def date_filter(value: datetime | date) -> str:
+        """A post's date as readers of the site expect it: in the site's timezone."""
+        return day(_local(value, tz).date() if isinstance(value, datetime) else value)
+
+    def isodate(value: datetime | date) -> str:
+        return (_local(value, tz).date() if isinstance(value, datetime) else value).isoformat()
+
+    def daterange(start: datetime, end: datetime) -> str:
+        """The window as days: "1–7 January 2026"; ``end`` is exclusive."""
+        first = _local(start, tz).date()
+        last = _local(end - timedelta(microseconds=1), tz).date()
+        if last <= first:
+            return day(first)
+        if not english:
+            return f"{first.isoformat()} – {last.isoformat()}"
+        if (first.year, first.month) == (last.year, last.month):
+            return f"{first.day}–{day(last)}"
+        if first.year == last.year:
+            return f"{first.day} {_MONTHS[first.month - 1]} – {day(last)}"
+        return f"{day(first)} – {day(last)}"
+
+    return {
+        "credit": credit,
+        "date": date_filter,
+        "isodate": isodate,
+        "localtime": lambda value: _local(value, tz),
+        "daterange": daterange,
+        "host": host,
+        "wrap": wrap,
+    }
+
+
+@jinja2.pass_eval_context
+def credit(context: jinja2.nodes.EvalContext, item: Item, prefix: str = "") -> str:
+    """``prefix`` + the source a post retells, linked in HTML; "" when the post has none.
+
+    A filter rather than a macro: it runs for every item, and a macro call costs ten times more.
+    """
+    url, site = item.source_url, item.source_site
+    if not url and not site:
+        return ""
+    name = site or host(url or "")
+    if not context.autoescape:
+        return f"{prefix}{name} <{url}>" if url else f"{prefix}{name}"
+    if url:
+        return Markup('{}<a href="{}">{}</a>').format(prefix, url, name)
+    return Markup("{}{}").format(prefix, name)
+
+
+def host(url: str) -> str:
+    """``https://www.ft.com/content/x`` -> ``ft.com``: a short, readable credit for a link."""
+    netloc = urlsplit(url).netloc or url
+    return netloc.removeprefix("www.")
+
+
+def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
+    """Wrap each paragraph of plain text; URLs and long words are never broken.
+
+    A regular expression does the greedy fill (textwrap.fill is about ten times slower, and
+    the text part wraps every lead of every edition): the longest run of at most ``width``
+    characters that ends before a space, else a whole word that is longer than that.
+    """
+    first = indent if first is None else first
+    pattern = _LINE_PATTERNS.get(width)
+    if pattern is None:
+        pattern = _LINE_PATTERNS[width] = re.compile(rf"(.{{1,{width}}}|\S+)(?: +|$)")
+    out: list[str] = []
+    for paragraph in _PARAGRAPH_BREAK.split(str(text).strip()):
+        flat = " ".join(paragraph.split())
+        if not flat:
+            continue
+        if not indent and not first:
+            out.append("\n".join(pattern.findall(flat)))
+            continue
+        lines: list[str] = []
+        line = first + flat.split(" ", 1)[0]
+        for word in flat.split(" ")[1:]:
+            if len(line) + 1 + len(word) <= width:
+                line += " " + word
+            else:
+                lines.append(line)
+                line = indent + word
+        lines.append(line)
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_LINE_PATTERNS: dict[int, re.Pattern[str]] = {}
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+
+def _local(value: datetime, tz: tzinfo) -> datetime:
+    return value.replace(tzinfo=tz) if value.tzinfo is None else value.astimezone(tz)
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def _tidy_text(text: str) -> str:
+    """No trailing spaces, at most one blank line in a row, one newline at the end.
+
+    Lets the text template be laid out for reading rather than for exact whitespace.
+    (Line by line and str.replace: a regular expression over the whole part is slower.)
+    """
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip("\n") + "\n"
+
+
+def _empty_message(edition: Edition, view: EditionView) -> str:
+    which = ", ".join(edition.categories) if edition.categories else "any category"
+    return (
+        f"Edition {edition.id} has no posts: nothing in {which} was published between "
+        f"{view.first_day.isoformat()} and {view.last_day.isoformat()}. There is nothing to send; "
+        "widen the window (--as-of, edition.window_days) or pick other categories."
+    )
+
+
+def _syntax_message(exc: jinja2.TemplateSyntaxError, name: str) -> str:
+    where = exc.filename or name
+    return f"{where}, line {exc.lineno}: template syntax error: {exc.message}."
+
+
+def _template_frame(exc: BaseException) -> str | None:
+    """'file, line N' of the innermost template frame in a traceback that Jinja rewrote."""
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2") or filename == "<template>":
+            found = f"{filename}, line {tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+class _MjTagChecker(HTMLParser):
+    """Finds the first unbalanced ``mj-*`` tag, since mjml-python's errors give no position."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=False)
+        self.stack: list[tuple[str, int]] = []
+        self.problem: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag.startswith("mj-") or tag == "mjml":
+            self.stack.append((tag, self.getpos()[0]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.problem or not (tag.startswith("mj-") or tag == "mjml"):
+            return
+        line = self.getpos()[0]
+        if not self.stack:
+            self.problem = f"line {line}: </{tag}> closes nothing"
+        elif self.stack[-1][0] != tag:
+            opened, at = self.stack[-1]
+            self.problem = f"line {line}: </{tag}> found while <{opened}> from line {at} is still open"
+        else:
+            self.stack.pop()
+
+
+def _mjml_hint(source: str) -> str:
+    checker = _MjTagChecker()
+    try:
+        checker.feed(source)
+        checker.close()
+    except Exception:  # a hint only; never hide the real error behind another
+        return ""
+    problem = checker.problem
+    if problem is None and checker.stack:
+        tag, line = checker.stack[-1]
+        problem = f"line {line}: <{tag}> is never closed"
+    if problem is None:
+        return "Check the mj-* tags and attributes the template writes."
+    return f"In the generated MJML (Renderer.mjml_source), {problem}; check the matching tag in the template."
