@@ -1,0 +1,390 @@
+"""The database: tables, one migration history, and a Store that opens, migrates and hands out sessions.
+
+SQLite (a file next to ``config.toml``) by default, PostgreSQL when ``DIGEST_DATABASE_URL`` or
+``[database] url`` names one. The tables are SQLAlchemy Core, so the subscriber service, the web
+app and the sender share one definition and write plain, fast SQL. Every schema change is an
+Alembic migration in ``digest/migrations/versions``, run to head by ``open_store``, so an
+existing database upgrades in place.
+
+Timestamps are always timezone-aware UTC in Python (``UTCDateTime``): PostgreSQL stores
+``timestamptz``, SQLite stores naive UTC text that comes back with ``tzinfo=UTC``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeDecorator
+
+from digest.config import Config
+from digest.errors import StoreError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+SUBSCRIBER_STATUSES = ("pending", "active", "paused", "unsubscribed", "bounced", "complained")
+EDITION_STATUSES = ("building", "sending", "sent", "cancelled")
+DELIVERY_STATES = ("pending", "in_flight", "sent", "failed", "skipped")
+BATCH_STATES = ("in_flight", "accepted", "failed")
+
+
+def utcnow() -> datetime:
+    """The one clock the store uses: aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both databases; a naive value is refused rather than guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise StoreError(f"timestamp {value!r} has no time zone; pass an aware datetime (UTC).")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Named constraints, so later migrations (and SQLite batch mode) can find them by name.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # Normalised: local part as given, domain lowercased and IDNA-encoded.
+    Column("email", String(320), nullable=False, unique=True),
+    # The whole address lowercased: what uniqueness and look-ups use.
+    Column("email_key", String(320), nullable=False, unique=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+    Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    Column("confirmed_at", UTCDateTime, nullable=True),
+    Column("unsubscribed_at", UTCDateTime, nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'active', 'paused', 'unsubscribed', 'bounced', 'complained')",
+        name="status",
+    ),
+    # Streaming active subscribers in id order (keyset pagination) walks this index.
+    Index("ix_subscribers_status_id", "status", "id"),
+)
+
+subscriber_categories = Table(
+    "subscriber_categories",
+    metadata,
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("category_key", String(200), nullable=False),
+    PrimaryKeyConstraint("subscriber_id", "category_key"),
+    Index("ix_subscriber_categories_category_key", "category_key"),
+)
+
+# Append-only consent log: who changed what, when, and through which door.
+subscription_events = Table(
+    "subscription_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("kind", String(32), nullable=False),
+    Column("detail", Text, nullable=False, default="{}"),  # JSON object
+    Column("source", String(32), nullable=False),
+    Column("at", UTCDateTime, nullable=False, default=utcnow),
+    Index("ix_subscription_events_subscriber_id_id", "subscriber_id", "id"),
+)
+
+editions = Table(
+    "editions",
+    metadata,
+    Column("id", String(64), primary_key=True),  # e.g. '2026-W02'
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False, default="building"),
+    Column("manifest", Text, nullable=True),
+    Column("sendgrid_batch_id", String(200), nullable=True),
+    Column("send_at", UTCDateTime, nullable=True),
+    Column("lock_owner", String(200), nullable=True),
+    Column("lock_expires", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+    Column("sent_at", UTCDateTime, nullable=True),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "edition_id",
+        String(64),
+        ForeignKey("editions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("category_set", Text, nullable=False, default=""),
+    Column("state", String(16), nullable=False, default="in_flight"),
+    Column("recipients", Integer, nullable=False, default=0),
+    Column("provider_message_id", String(200), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False, default=utcnow),
+    Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    Index("ix_batches_edition_id", "edition_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column(
+        "edition_id",
+        String(64),
+        ForeignKey("editions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("state", String(16), nullable=False, default="pending"),
+    Column("batch_id", Integer, nullable=True),
+    Column("category_set", Text, nullable=False, default=""),
+    Column("provider_message_id", String(200), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    PrimaryKeyConstraint("edition_id", "subscriber_id"),
+    Index("ix_deliveries_edition_id_state", "edition_id", "state"),
+    # Erasing a subscriber cascades here; without this index PostgreSQL scans the table.
+    Index("ix_deliveries_subscriber_id", "subscriber_id"),
+)
+
+# The ledger that keeps a post from reaching a reader twice.
+received_posts = Table(
+    "received_posts",
+    metadata,
+    Column(
+        "subscriber_id",
+        Integer,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("post_id", Text, nullable=False),
+    Column("edition_id", String(64), nullable=True),
+    Column("received_at", UTCDateTime, nullable=False, default=utcnow),
+    PrimaryKeyConstraint("subscriber_id", "post_id"),
+)
+
+# Webhook events from the provider, keyed by the provider's own id so a replay is a no-op.
+provider_events = Table(
+    "provider_events",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("email", String(320), nullable=True),
+    Column("at", UTCDateTime, nullable=True),
+    Column("payload", Text, nullable=False, default="{}"),
+    Column("processed_at", UTCDateTime, nullable=True),
+)
+
+
+class Store:
+    """An open database: the engine, and sessions that commit on success and roll back on error."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction: ``with store.session() as s: s.execute(...)``; commit unless it raises."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A short read-only transaction that does not take SQLite's write lock."""
+        with self.engine.connect() as connection:
+            connection.execution_options(digest_read_only=True)
+            with connection.begin():
+                yield connection
+
+    def dispose(self) -> None:
+        """Close every pooled connection (tests, and before a process forks)."""
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+
+def _sqlite_url(config: Config, url: str) -> str:
+    """Resolve a relative SQLite file against the config folder and make sure its folder exists."""
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return url
+    path = Path(database).expanduser()
+    if not path.is_absolute():
+        path = config.path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys and a busy timeout on every connection; real BEGIN so savepoints work.
+
+    pysqlite starts transactions lazily and mishandles SAVEPOINT; the recipe from SQLAlchemy's
+    docs turns that off and emits BEGIN IMMEDIATE ourselves, which also takes the write lock up
+    front so two writers queue on busy_timeout instead of failing with "database is locked".
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        read_only = connection.get_execution_options().get("digest_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def create_store_engine(config: Config, url: str | None = None) -> Engine:
+    """An engine for the configured database, set up for our use (no migrations run here)."""
+    raw = url or config.database_url
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        raise StoreError(
+            f"database url {raw!r} is not a valid SQLAlchemy URL; use e.g. sqlite:///digest.db "
+            "or postgresql+psycopg://user:password@host/dbname."
+        ) from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        raw = _sqlite_url(config, raw)
+        if not parsed.database or parsed.database == ":memory:":
+            # One shared connection, or every checkout would see a fresh empty database.
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            raw = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        kwargs.update(pool_pre_ping=True)
+    try:
+        engine = create_engine(raw, **kwargs)
+    except NoSuchModuleError:
+        raise StoreError(
+            f"database url {parsed.render_as_string(hide_password=True)!r}: no SQLAlchemy driver "
+            "for it is installed; for PostgreSQL run: pip install 'digest[postgres]'."
+        ) from None
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            f"the database driver {exc.name!r} is not installed; for PostgreSQL run: "
+            "pip install 'digest[postgres]'."
+        ) from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def alembic_config(connection: Any = None) -> Any:
+    """Alembic's config built in code: the scripts ship inside the package, no alembic.ini."""
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` in place (idempotent)."""
+    from alembic import command
+
+    with engine.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def open_store(config: Config, *, url: str | None = None) -> Store:
+    """Open (creating if needed) the database and migrate it to the newest schema."""
+    engine = create_store_engine(config, url)
+    try:
+        migrate(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        shown = engine.url.render_as_string(hide_password=True)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(
+            f"cannot open the database {shown}: {reason}. Check [database] url in config.toml "
+            "or $DIGEST_DATABASE_URL, and that the server is running."
+        ) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return Store(engine)
