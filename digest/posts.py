@@ -1,0 +1,564 @@
+"""Read a folder of Markdown posts into `Post`s, once, with every oddity of real sites normalised.
+
+Real Jekyll folders hold byte-order marks, CRLF, empty files, Windows-1252 text, YAML that does not
+parse, dates in five spellings (and impossible offsets), categories as strings or lists. Each file
+either becomes a `Post` or a `Skip` with a reason a site owner understands; nothing here raises for
+one bad post. A cache keyed by path, size and mtime makes repeated runs cheap.
+
+Rules where Jekyll and the issue leave room (documented in the report and the tests):
+- A date comes from front matter (``date``), else from a ``YYYY-MM-DD-slug`` file name, else the
+  file is skipped ("no date"): that is how listing pages such as ``blog/index.md`` drop out.
+- Naive dates are in the site time zone; every ``Post.date`` is converted to the site time zone.
+- An offset beyond UTC-12/UTC+14 cannot exist; the time is read as site-local, with a warning.
+- A missing title is made from the slug the way Jekyll does (``hello-world`` -> ``Hello World``).
+- ``category`` (singular) is one category even with spaces, as in Jekyll; ``categories`` as a
+  string is split on commas if it has any, else on spaces. Both keys may be used together.
+- ``published: false`` posts are kept with ``published=False``; the selector never shows them.
+- Hidden files and folders (a leading ``.``) are ignored, like other extensions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+from frontmatter.default_handlers import SafeLoader, YAMLHandler
+
+from digest.config import category_key
+from digest.errors import ConfigError, PostError
+from digest.model import LoadResult, Post, Skip
+
+log = logging.getLogger("digest.posts")
+
+DEFAULT_EXTENSIONS = (".md", ".markdown", ".mdx")
+DEFAULT_SEPARATOR = "<!--more-->"
+CACHE_VERSION = 1
+# A file changed this close to the scan may change again within the same mtime tick (the "racy
+# git" problem): such cache entries are re-checked by content hash on the next run.
+_RACY_NS = 2_000_000_000
+
+# Keys whose plain scalars stay text exactly as written: YAML 1.1 would make `title: no` False,
+# `title: 1.10` 1.1 and `slug: 12:30` 750.
+_TEXT_KEYS = frozenset(
+    {"title", "slug", "category", "categories", "excerpt", "excerpt_separator", "permalink"}
+    | {"source_url", "source_site", "author"}
+)
+_USED_KEYS = _TEXT_KEYS | {"date", "published"}
+_STR_TAG = "tag:yaml.org,2002:str"
+_FILE_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})-(.+)$")
+_DATE_TEXT = re.compile(
+    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
+    r"(?:(?:[Tt]|\s+)(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|z|UTC|GMT|[+-]\d{1,2}(?::?\d{2})?)?$"
+)
+_MORE = re.compile(r"<!--\s*more\s*-->", re.IGNORECASE)
+_MAX_OFFSET = timedelta(hours=14)
+_MIN_OFFSET = timedelta(hours=-12)
+_FALSE_WORDS = frozenset({"false", "no", "off", "0", "n"})
+
+
+class _Handler(YAMLHandler):
+    """python-frontmatter's YAML handler, building only the keys a post uses.
+
+    Text keys keep their text (see _TEXT_KEYS); other keys (tags, wordpress_id, ...) are never
+    constructed, which halves the cost of a cold load.
+    """
+
+    def load(self, fm: str, **kwargs: object) -> Any:
+        loader = SafeLoader(fm)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return {}
+            if isinstance(node, yaml.MappingNode):
+                kept = []
+                for key, value in node.value:
+                    name = key.value.lower() if isinstance(key, yaml.ScalarNode) else ""
+                    if name in _USED_KEYS:
+                        if name in _TEXT_KEYS:
+                            _keep_text(value)
+                        kept.append((key, value))
+                node.value = kept
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+
+
+def _keep_text(node: yaml.Node) -> None:
+    if isinstance(node, yaml.ScalarNode):
+        if node.style is None and node.value not in ("", "~", "null", "Null", "NULL"):
+            node.tag = _STR_TAG
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _keep_text(child)
+
+
+_HANDLER = _Handler()
+
+
+Notice = tuple[int, str]  # (logging level, message): what the loader tells the site owner
+
+
+@dataclass
+class _Entry:
+    """One file's cached outcome: the Post or the Skip, and the warnings it logged."""
+
+    size: int
+    mtime_ns: int
+    content_hash: str
+    result: Post | Skip
+    notices: tuple[Notice, ...]
+    racy: bool = False
+
+
+def load_posts(
+    folder: Path,
+    *,
+    tz: ZoneInfo,
+    extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+    excerpt_separator: str = DEFAULT_SEPARATOR,
+    cache_dir: Path | None = None,
+) -> LoadResult:
+    """Read every post under ``folder`` (sub-folders too, in sorted order); never fails on one post.
+
+    Every skip is logged as a warning on ``digest.posts`` and returned in ``skipped``. With
+    ``cache_dir``, unchanged files (same size and mtime) come from the cache instead of YAML.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{folder}: posts folder not found. Check posts.folder in config.toml or the --posts option."
+        )
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    settings = (CACHE_VERSION, tz.key, excerpt_separator, _code_stamp())
+    cache_file = _cache_file(cache_dir, folder) if cache_dir is not None else None
+    old = _read_cache(cache_file, settings) if cache_file else {}
+    scan_ns = time.time_ns()
+    entries: dict[str, _Entry] = {}
+    changed = len(old) == 0
+    for rel, path, st in _scan(folder, exts):
+        entry = old.get(rel)
+        if entry is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
+            if entry.racy:
+                entry = _verify(entry, path, rel, tz, excerpt_separator)
+                changed = True
+        else:
+            entry = None
+        if entry is None:
+            entry = _parse_file(path, rel, st, tz, excerpt_separator)
+            changed = True
+        entry.racy = scan_ns - entry.mtime_ns < _RACY_NS
+        entries[rel] = entry
+    if len(entries) != len(old):
+        changed = True
+
+    posts: list[Post] = []
+    skipped: list[Skip] = []
+    for rel, entry in entries.items():
+        for level, message in entry.notices:
+            log.log(level, "%s: %s", rel, message)
+        if isinstance(entry.result, Skip):
+            log.warning("%s: skipped: %s", rel, entry.result.reason)
+            skipped.append(entry.result)
+        else:
+            posts.append(entry.result)
+    if cache_file is not None and changed:
+        _write_cache(cache_file, settings, entries)
+    return LoadResult(posts=tuple(posts), skipped=tuple(skipped))
+
+
+def read_post(path: Path, rel: str, *, tz: ZoneInfo, excerpt_separator: str = DEFAULT_SEPARATOR) -> Post:
+    """Read one post file; raises PostError with the reason it cannot be used."""
+    raw = _read_bytes(path, rel)
+    post, _notices = parse_post(raw, rel, tz=tz, excerpt_separator=excerpt_separator)
+    return post
+
+
+def parse_post(
+    raw: bytes,
+    rel: str,
+    *,
+    tz: ZoneInfo,
+    excerpt_separator: str = DEFAULT_SEPARATOR,
+    content_hash: str | None = None,
+) -> tuple[Post, tuple[Notice, ...]]:
+    """Turn one file's bytes into a Post and what is worth telling the site owner about it.
+
+    Raises PostError (with a reason in plain words) when the file cannot be used as a post.
+    """
+    warnings: list[Notice] = []
+    if not raw.strip():
+        raise PostError(rel, "empty file")
+    text = _decode(raw, warnings)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    meta, body = _split(text, rel)
+    stem = rel.rsplit("/", 1)[-1]
+    stem = stem[: stem.rfind(".")] if "." in stem else stem
+    name_match = _FILE_DATE.match(stem)
+    name_date = _file_date(name_match, tz)
+
+    when = _post_date(meta.get("date"), name_date, tz, rel, warnings)
+    slug = _text(meta.get("slug")) or (name_match.group(4) if name_match and name_date else stem)
+    title = _text(meta.get("title")) or _titleize(slug)
+    excerpt = _text(meta.get("excerpt")) or _excerpt(body, meta.get("excerpt_separator"), excerpt_separator)
+    post = Post(
+        path=rel,
+        title=title,
+        date=when,
+        categories=_categories(meta),
+        body=body,
+        slug=slug,
+        excerpt=excerpt,
+        published=_published(meta.get("published", True)),
+        source_url=_text(meta.get("source_url")),
+        source_site=_text(meta.get("source_site")),
+        permalink=_text(meta.get("permalink")),
+        content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
+    )
+    return post, tuple(warnings)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def _scan(folder: Path, exts: tuple[str, ...]) -> Iterator[tuple[str, Path, os.stat_result]]:
+    """Post files under folder, sorted by relative path; hidden names and symlinked folders skipped."""
+    found: list[tuple[str, Path, os.stat_result]] = []
+    stack = [(folder, "")]
+    while stack:
+        where, prefix = stack.pop()
+        try:
+            it = os.scandir(where)
+        except OSError as exc:
+            log.warning("%s: cannot list folder (%s)", where, exc.strerror or exc)
+            continue
+        with it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                rel = prefix + entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((Path(entry.path), rel + "/"))
+                    elif entry.name.lower().endswith(exts) and entry.is_file():
+                        found.append((rel, Path(entry.path), entry.stat()))
+                except OSError as exc:  # a dangling symlink, a file removed mid-scan
+                    log.warning("%s: cannot read (%s)", rel, exc.strerror or exc)
+    found.sort(key=lambda item: item[0])
+    return iter(found)
+
+
+def _read_bytes(path: Path, rel: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise PostError(rel, f"cannot be read ({exc.strerror or exc})") from None
+
+
+def _parse_file(path: Path, rel: str, st: os.stat_result, tz: ZoneInfo, separator: str) -> _Entry:
+    try:
+        raw = _read_bytes(path, rel)
+    except PostError as exc:
+        return _Entry(st.st_size, st.st_mtime_ns, "", Skip(rel, exc.reason), ())
+    return _entry_from_bytes(raw, rel, st.st_size, st.st_mtime_ns, tz, separator)
+
+
+def _entry_from_bytes(raw: bytes, rel: str, size: int, mtime_ns: int, tz: ZoneInfo, separator: str) -> _Entry:
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        post, notices = parse_post(raw, rel, tz=tz, excerpt_separator=separator, content_hash=digest)
+    except PostError as exc:
+        return _Entry(size, mtime_ns, digest, Skip(rel, exc.reason), ())
+    return _Entry(size, mtime_ns, digest, post, notices)
+
+
+def _verify(entry: _Entry, path: Path, rel: str, tz: ZoneInfo, separator: str) -> _Entry | None:
+    """A racy entry is trusted only if the bytes still hash the same."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(raw).hexdigest() == entry.content_hash:
+        return entry
+    return _entry_from_bytes(raw, rel, entry.size, entry.mtime_ns, tz, separator)
+
+
+def _decode(raw: bytes, warnings: list[Notice]) -> str:
+    """UTF-8 (with or without BOM); else Windows-1252, else Latin-1, with a warning either way."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}"
+    for codec, name in (("cp1252", "Windows-1252"), ("latin-1", "Latin-1")):
+        try:
+            text = raw.decode(codec)
+        except UnicodeDecodeError:
+            continue
+        warnings.append(
+            (
+                logging.WARNING,
+                f"not valid UTF-8 (at {where}); read as {name}. Save the file as UTF-8 to be sure "
+                "every character shows as intended.",
+            )
+        )
+        return text
+    raise AssertionError("latin-1 decodes any bytes")  # pragma: no cover
+
+
+def _split(text: str, rel: str) -> tuple[dict[str, Any], str]:
+    """Front matter and body, via python-frontmatter's handler, with errors that name the line."""
+    stripped = text.strip()
+    if not _HANDLER.detect(stripped):
+        return {}, stripped
+    try:
+        fm, content = _HANDLER.split(stripped)
+    except ValueError:
+        raise PostError(rel, "the front matter starts with --- but has no closing --- line") from None
+    try:
+        data = _HANDLER.load(fm)
+    except yaml.YAMLError as exc:
+        raise PostError(rel, _yaml_reason(exc, fm, text)) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp no datetime can hold
+        raise PostError(rel, f"the front matter has a value that cannot be read ({exc})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PostError(rel, "the front matter is not a list of `key: value` lines")
+    meta: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).strip().lower()
+        if name not in meta or str(key) == name:
+            meta[name] = value
+    return meta, content.strip().lstrip("\ufeff").strip()
+
+
+def _yaml_reason(exc: yaml.YAMLError, fm: str, text: str) -> str:
+    """Say which line of the file is wrong and how, e.g. an unquoted colon in a title."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    reason = f"the front matter is not valid YAML ({problem})"
+    if mark is not None:
+        before = text.find(fm) if fm else -1
+        line_no = (text[:before].count("\n") if before >= 0 else 1) + mark.line + 1
+        lines = fm.split("\n")
+        line = lines[mark.line].strip() if mark.line < len(lines) else ""
+        reason += f" on line {line_no}"
+        if line:
+            reason += f": {line[:80]}"
+        if "mapping values" in problem:
+            reason += " (put the value in quotes if it contains a colon)"
+    return reason
+
+
+# --- fields --------------------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    """A front-matter value as text, or None when absent or blank."""
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _titleize(slug: str) -> str:
+    """Jekyll's title for a post without one: ``hello-world`` -> ``Hello World``."""
+    return " ".join(word[:1].upper() + word[1:] for word in re.split(r"[-_\s]+", slug) if word)
+
+
+def _published(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_WORDS
+    return value is None or bool(value)
+
+
+def _categories(meta: dict[str, Any]) -> tuple[str, ...]:
+    """``category`` then ``categories``, display names kept, duplicates (by key) dropped."""
+    names: list[str] = []
+    single = meta.get("category")
+    if isinstance(single, list | tuple):
+        names.extend(str(v) for v in single if v is not None)
+    elif single is not None:
+        names.append(str(single))
+    plural = meta.get("categories")
+    if isinstance(plural, list | tuple):
+        names.extend(str(v) for v in plural if v is not None and not isinstance(v, dict | list))
+    elif isinstance(plural, str):
+        names.extend(plural.split(",") if "," in plural else plural.split())
+    elif plural is not None and not isinstance(plural, dict):
+        names.append(str(plural))
+    seen: set[str] = set()
+    result: list[str] = []
+    for name in names:
+        display = " ".join(name.split())
+        key = category_key(display)
+        if key and key not in seen:
+            seen.add(key)
+            result.append(display)
+    return tuple(result)
+
+
+def _excerpt(body: str, own_separator: Any, default_separator: str) -> str | None:
+    """The text before the excerpt separator (the post's own, else the site's), if present."""
+    separator = own_separator if isinstance(own_separator, str) and own_separator else default_separator
+    if not separator:
+        return None
+    if _MORE.fullmatch(separator.strip()):
+        found = _MORE.search(body)
+        index = found.start() if found else -1
+    else:
+        index = body.find(separator)
+    if index <= 0:
+        return None
+    return body[:index].strip() or None
+
+
+# --- dates ---------------------------------------------------------------------------------------
+
+
+def _file_date(match: re.Match[str] | None, tz: ZoneInfo) -> datetime | None:
+    if match is None:
+        return None
+    try:
+        return datetime(int(match.group(1)), int(match.group(2)), int(match.group(3)), tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def _post_date(
+    value: Any, name_date: datetime | None, tz: ZoneInfo, rel: str, warnings: list[Notice]
+) -> datetime:
+    """The post's date in the site time zone: front matter first, then the file name."""
+    if value is not None and value != "":
+        try:
+            return _to_datetime(value, tz, warnings)
+        except ValueError:
+            shown = repr(value) if not isinstance(value, str) else f"'{value}'"
+            if name_date is not None:
+                warnings.append(
+                    (
+                        logging.WARNING,
+                        f"date {shown} is not a date that can be read; using the date in the file "
+                        f"name ({name_date.date().isoformat()}). Write it as YYYY-MM-DD HH:MM:SS +0000.",
+                    )
+                )
+                return name_date
+            raise PostError(
+                rel,
+                f"date {shown} is not a date that can be read and the file name has no date; "
+                "write it as YYYY-MM-DD HH:MM:SS +0000",
+            ) from None
+    if name_date is not None:
+        return name_date
+    raise PostError(
+        rel, "no date: no `date` in the front matter and no YYYY-MM-DD- at the start of the file name"
+    )
+
+
+def _to_datetime(value: Any, tz: ZoneInfo, warnings: list[Notice]) -> datetime:
+    """Any date spelling found in real front matter, as an aware datetime in the site zone."""
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, date):
+        result = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        result = parse_date_text(value)
+    else:
+        raise ValueError(f"not a date: {value!r}")
+    if result.tzinfo is not None:
+        offset = result.utcoffset()
+        if offset is not None and not (_MIN_OFFSET <= offset <= _MAX_OFFSET):
+            # Common in real sites (a tool wrote the hour as the offset); the day is still right,
+            # so this is a note, not a warning on every run.
+            warnings.append(
+                (
+                    logging.INFO,
+                    f"date {value} has a UTC offset that does not exist anywhere; "
+                    f"reading the time as {tz.key} time instead.",
+                )
+            )
+            result = result.replace(tzinfo=None)
+    if result.tzinfo is None:
+        return result.replace(tzinfo=tz)
+    return result.astimezone(tz)
+
+
+def parse_date_text(text: str) -> datetime:
+    """``2026-01-08``, ``2026-01-08 08:33:56 +0000`` (Jekyll), ISO 8601 with ``Z``; naive if no zone."""
+    match = _DATE_TEXT.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a date: {text!r}")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    result = datetime(
+        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro
+    )
+    if zone is None:
+        return result
+    if zone.upper() in ("Z", "UTC", "GMT"):
+        return result.replace(tzinfo=UTC)
+    sign = -1 if zone[0] == "-" else 1
+    digits = zone[1:].replace(":", "")
+    hours, minutes = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
+    if minutes >= 60 or hours >= 24:
+        raise ValueError(f"not a UTC offset: {zone!r}")
+    return result.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
+
+
+# --- cache ---------------------------------------------------------------------------------------
+
+
+def _code_stamp() -> tuple[int, int]:
+    """Parsed posts depend on this file's code: a changed loader must not reuse old results."""
+    st = os.stat(__file__)
+    return st.st_size, st.st_mtime_ns
+
+
+def _cache_file(cache_dir: Path, folder: Path) -> Path:
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"posts-{key}.pickle"
+
+
+def _read_cache(cache_file: Path, settings: tuple[Any, ...]) -> dict[str, _Entry]:
+    try:
+        with open(cache_file, "rb") as f:
+            data = pickle.load(f)
+    except FileNotFoundError:
+        return {}
+    except Exception as exc:  # a truncated or foreign file: start again, it is only a cache
+        log.info("%s: ignoring unreadable posts cache (%s)", cache_file, exc)
+        return {}
+    if not isinstance(data, dict) or data.get("settings") != settings:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _write_cache(cache_file: Path, settings: tuple[Any, ...], entries: dict[str, _Entry]) -> None:
+    """Write to a temporary file and rename, so a crash never leaves half a cache."""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=cache_file.name, suffix=".tmp", dir=cache_file.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump({"settings": settings, "entries": entries}, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, cache_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        log.warning(
+            "%s: cannot write the posts cache (%s); the next run reads every post again", cache_file, exc
+        )
