@@ -88,6 +88,11 @@ class Renderer:
     def __init__(self, config: Config, *, auto_reload: bool = False) -> None:
         self.config = config
         self.tz = config.tz
+        if not config.templates_path.is_dir():
+            raise RenderError(
+                f"{config.templates_path}: the templates folder set by edition.templates does not exist. "
+                "Fix the path (relative to the config file), or leave it empty for the built-in templates."
+            )
         folders = [str(config.templates_path)]
         if config.templates_path.resolve() != BUILTIN_TEMPLATES.resolve():
             # A site's own folder may override only some templates; the rest come from digest.
@@ -185,7 +190,7 @@ class Renderer:
             IndexError,
             ZeroDivisionError,
         ) as exc:
-            where = _template_frame(exc) or name
+            where = _template_frame(exc, name) or name
             message = exc.message if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
             raise RenderError(f"{where}: {message}. See templates/README.md for the variables.") from exc
 
@@ -276,6 +281,8 @@ def credit(context: jinja2.nodes.EvalContext, item: Item, prefix: str = "") -> s
     A filter rather than a macro: it runs for every item, and a macro call costs ten times more.
     """
     url, site = item.source_url, item.source_site
+    if url and not url.startswith(("https://", "http://")):
+        url = None  # front matter is not trusted to supply a javascript: or relative link
     if not url and not site:
         return ""
     name = site or host(url or "")
@@ -365,14 +372,17 @@ def _syntax_message(exc: jinja2.TemplateSyntaxError, name: str) -> str:
     return f"{where}, line {exc.lineno}: template syntax error: {exc.message}."
 
 
-def _template_frame(exc: BaseException) -> str | None:
-    """'file, line N' of the innermost template frame in a traceback that Jinja rewrote."""
+def _template_frame(exc: BaseException, name: str) -> str | None:
+    """'file, line N' of the innermost template frame in a traceback that Jinja rewrote.
+
+    Templates made from a config string show up as '<template>'; ``name`` says which key it was.
+    """
     found = None
     tb = exc.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
         if filename.endswith(".j2") or filename == "<template>":
-            found = f"{filename}, line {tb.tb_lineno}"
+            found = f"{name if filename == '<template>' else filename}, line {tb.tb_lineno}"
         tb = tb.tb_next
     return found
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,6 +107,12 @@ def sample_edition(posts: int = 10) -> Edition:
                 source_url="https://www.ft.com/content/bc7437d7" if credited else None,
                 source_site="ft.com" if credited else None,
             )
+        )
+    if posts:  # a long unbroken link must wrap, not push the page sideways on a phone
+        last = buckets[names[(posts - 1) % len(names)]][-1]
+        long_url = "https://example.com/a/rather/long/address/that/has/no/spaces/in/it/at/all/2026.html"
+        buckets[names[(posts - 1) % len(names)]][-1] = replace(
+            last, lead_html=f"{last.lead_html} See {long_url}", lead_text=f"{last.lead_text} See {long_url}"
         )
     sections = tuple(
         Section(name, tuple(sorted(items, key=lambda it: it.date, reverse=True)))
