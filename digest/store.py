@@ -59,7 +59,7 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes on both databases; a naive value is refused rather than guessed."""
+    """Aware UTC datetimes on both databases; a naive value is a bug, refused rather than guessed."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -68,7 +68,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None or value.utcoffset() is None:
-            raise StoreError(f"timestamp {value!r} has no time zone; pass an aware datetime (UTC).")
+            raise ValueError(f"timestamp {value!r} has no time zone; pass an aware datetime (UTC).")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

@@ -292,7 +292,8 @@ def subscribe(
     alter someone's categories: new, pending and ended addresses become ``pending`` with the
     categories asked for, and the outcome is ``"pending"`` (send a confirmation email) or
     ``"already_active"``. ``confirmed=True`` (an admin, the CLI) makes them active at once:
-    ``"created"`` for a new (or pending) address, ``"resubscribed"`` for a paused or ended one,
+    ``"created"`` for a new (or never-confirmed) address, ``"resubscribed"`` for one that was
+    active before,
     ``"already_active"`` (categories and name updated) for an active one.
     """
     address = normalise_email(email)
@@ -361,7 +362,8 @@ def _subscribe(
         values["name"] = name
     if confirmed:
         values.update(status="active", confirmed_at=now, unsubscribed_at=None)
-        outcome = CREATED if row.status == "pending" else RESUBSCRIBED
+        # Someone who was active before comes back; a never-confirmed pending row is new.
+        outcome = RESUBSCRIBED if row.confirmed_at is not None or row.status != "pending" else CREATED
     else:
         values.update(status="pending")
         outcome = PENDING
@@ -579,7 +581,7 @@ def count_by_status(store: Store) -> dict[str, int]:
     """How many readers have each status (every status present, zero if none)."""
     query = select(subscribers.c.status, func.count()).group_by(subscribers.c.status)
     with store.reading() as connection:
-        found = dict(connection.execute(query).tuples().all())
+        found = {status: count for status, count in connection.execute(query)}
     return {status: found.get(status, 0) for status in STATUSES}
 
 

@@ -1,0 +1,106 @@
+"""Shared fixtures. Keep each one small and say who uses it; append, do not rewrite.
+
+Database fixtures (store side): ``db_url`` and ``store`` run a test once on SQLite (a file in
+tmp_path) and once on PostgreSQL (a fresh schema per test on $DIGEST_TEST_POSTGRES_URL, or the
+local default below). PostgreSQL is skipped, with the reason, only when no server answers;
+with DIGEST_TEST_REQUIRE_POSTGRES=1 (CI) that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from digest.config import Config, config_from_dict
+
+POSTGRES_ENV = "DIGEST_TEST_POSTGRES_URL"
+REQUIRE_POSTGRES_ENV = "DIGEST_TEST_REQUIRE_POSTGRES"
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://digest:digest@127.0.0.1:5432/digest_test"
+
+TEST_CATEGORIES = [
+    {"name": "News", "description": "What happened this week"},
+    {"name": "Data Science", "description": "Notebooks, models and charts"},
+    {"name": "Tech", "description": "Tools and how-tos"},
+]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """Build a validated Config rooted in tmp_path: ``make_config(categories=[...], site={...})``.
+
+    A section given as a dict is merged into the defaults; anything else replaces it.
+    """
+
+    def make(root: Path | None = None, **overrides: Any) -> Config:
+        data: dict[str, Any] = {"categories": list(TEST_CATEGORIES)}
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return config_from_dict(data, root=root or tmp_path)
+
+    return make
+
+
+def _postgres_or_skip() -> str:
+    """The server URL to test on, or skip/fail saying why there is none."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES_URL
+    required = os.environ.get(REQUIRE_POSTGRES_ENV) == "1"
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+        engine.dispose()
+    except Exception as exc:
+        reason = (
+            f"no PostgreSQL server at {POSTGRES_ENV}={url} ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); run scripts/test.sh "
+            "or set the variable"
+        )
+        if required:
+            pytest.fail(f"{REQUIRE_POSTGRES_ENV}=1 but {reason}", pytrace=False)
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL to an empty database: a SQLite file, or a throwaway PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'digest.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    base = _postgres_or_skip()
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(base)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def store(db_url: str, make_config: Callable[..., Config]) -> Iterator[Any]:
+    """An open, migrated digest.store.Store on each database (see db_url)."""
+    from digest.store import open_store
+
+    opened = open_store(make_config(), url=db_url)
+    try:
+        yield opened
+    finally:
+        opened.dispose()
