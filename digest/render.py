@@ -83,11 +83,16 @@ class EditionView:
 
 
 class Renderer:
-    """Renders editions for one config. Build once and reuse: construction compiles templates."""
+    """Renders editions for one config. Build once and reuse: construction compiles templates.
+
+    ``auto_reload=True`` re-reads templates changed on disk (for a preview server); the default
+    trusts them to stay put, which saves a stat per template per render.
+    """
 
     def __init__(self, config: Config, *, auto_reload: bool = False) -> None:
         self.config = config
         self.tz = config.tz
+        self._auto_reload = auto_reload
         if not config.templates_path.is_dir():
             raise RenderError(
                 f"{config.templates_path}: the templates folder set by edition.templates does not exist. "
@@ -122,29 +127,35 @@ class Renderer:
 
     def render(self, edition: Edition) -> RenderedEdition:
         """The email for one edition: subject, preheader, HTML and text, and any size warning."""
+        if self._auto_reload:  # the preview server: pick up edited templates (Jinja checks mtimes)
+            self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
+            self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
+        context = self._context(edition)
+        source = self._run(self._mjml_template, context, MJML_TEMPLATE)
+        html = self._compile(source)
+        text = _tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
+        return RenderedEdition(
+            subject=context["subject"],
+            preheader=context["preheader"],
+            html=html,
+            text=text,
+            warnings=self._warnings(len(html.encode("utf-8"))),
+        )
+
+    def mjml_source(self, edition: Edition) -> str:
+        """The MJML before compiling: for debugging a template, and for the Node baseline bench."""
+        return self._run(self._mjml_template, self._context(edition), MJML_TEMPLATE)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _context(self, edition: Edition) -> dict[str, Any]:
         view = EditionView(edition, self.tz)
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
         context: dict[str, Any] = {**self._globals, "edition": view}
-        subject = _one_line(self._run(self._subject, context, "config key edition.subject"))
-        preheader = _one_line(self._run(self._preheader, context, "config key edition.preheader"))
-        context["subject"] = subject
-        context["preheader"] = preheader
-        source = self._run(self._mjml_template, context, MJML_TEMPLATE)
-        html = self._compile(source)
-        text = _tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
-        warnings = self._warnings(len(html.encode("utf-8")))
-        return RenderedEdition(subject=subject, preheader=preheader, html=html, text=text, warnings=warnings)
-
-    def mjml_source(self, edition: Edition) -> str:
-        """The MJML before compiling: for debugging a template, and for the Node baseline bench."""
-        view = EditionView(edition, self.tz)
-        context: dict[str, Any] = {**self._globals, "edition": view}
         context["subject"] = _one_line(self._run(self._subject, context, "config key edition.subject"))
         context["preheader"] = _one_line(self._run(self._preheader, context, "config key edition.preheader"))
-        return self._run(self._mjml_template, context, MJML_TEMPLATE)
-
-    # -- helpers -------------------------------------------------------------------------------
+        return context
 
     def _warnings(self, size: int) -> tuple[str, ...]:
         limit = self.config.edition.clip_warning_bytes
@@ -199,7 +210,7 @@ class Renderer:
             html = mjml.mjml2html(source, fonts={}, disable_comments=True)
         except ValueError as exc:
             raise RenderError(
-                f"{self.config.templates_path / MJML_TEMPLATE}: the MJML it produced does not compile "
+                f"{self._mjml_template.filename or MJML_TEMPLATE}: the MJML it produced does not compile "
                 f"({exc}). {_mjml_hint(source)}"
             ) from exc
         return html

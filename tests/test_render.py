@@ -436,6 +436,17 @@ def test_missing_templates_folder_is_a_render_error(tmp_path: Path) -> None:
         Renderer(config)
 
 
+def test_auto_reload_picks_up_an_edited_template(tmp_path: Path) -> None:
+    config = _own_templates(tmp_path, "edition.txt.j2", "one\n")
+    renderer = Renderer(config, auto_reload=True)
+    assert renderer.render(many(1)).text == "one\n"
+    path = tmp_path / "mytemplates" / "edition.txt.j2"
+    path.write_text("two\n", encoding="utf-8")
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+    assert renderer.render(many(1)).text == "two\n"
+
+
 # -- the module-level entry point and speed ---------------------------------------------------------
 
 
