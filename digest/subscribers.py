@@ -778,12 +778,26 @@ def _csv_safe(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def export_csv(store: Store, out: IO[str], *, statuses: Iterable[str] | None = None) -> int:
-    """Write every reader (or those with ``statuses``) as CSV that import_csv reads back; returns rows."""
+def csv_row(sub: Subscriber) -> list[str]:
+    """One reader as a CSV row in CSV_COLUMNS order (categories as keys joined with ';')."""
+    return [sub.email, _csv_safe(sub.name), ";".join(sub.categories), sub.status]
+
+
+def export_csv(
+    store: Store,
+    out: IO[str],
+    *,
+    statuses: Iterable[str] | None = None,
+    categories: Iterable[str] | None = None,
+) -> int:
+    """Write every reader (or those with ``statuses``/``categories``) as CSV that import_csv reads back.
+
+    Returns the number of rows written (not counting the header).
+    """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     count = 0
-    for sub in iter_subscribers(store, statuses=statuses):
-        writer.writerow([sub.email, _csv_safe(sub.name), ";".join(sub.categories), sub.status])
+    for sub in iter_subscribers(store, statuses=statuses, categories=categories):
+        writer.writerow(csv_row(sub))
         count += 1
     return count
