@@ -302,26 +302,22 @@ def render_diff(diff: ManifestDiff) -> RenderableType:
         parts.append(table)
     if diff.posts:
         table = Table(title="Posts", title_justify="left")
-        table.add_column("", width=1)
-        table.add_column("Change")
+        table.add_column("Change", no_wrap=True)
         table.add_column("Section")
-        table.add_column("Title", overflow="fold")
-        table.add_column("Post", overflow="fold")
-        table.add_column("Detail", overflow="fold")
+        table.add_column("Post", overflow="fold", ratio=3)
+        table.add_column("Detail", overflow="fold", ratio=2)
         for p in diff.posts:
             style = _STYLE[p.change]
             table.add_row(
-                Text(_MARK[p.change], style=style),
-                Text(p.change, style=style),
+                Text(f"{_MARK[p.change]} {p.change}", style=style),
                 ", ".join(p.sections),
-                p.title,
-                p.path,
+                Text.assemble((p.title, "bold"), "\n", (p.path, "dim")),
                 p.detail,
             )
         parts.append(table)
     rows = [(label, c) for label, group in (("section", diff.sections), ("set", diff.counts)) for c in group]
     if any(c.old != c.new for _, c in rows):
-        table = Table(title="Posts per section and category set", title_justify="left")
+        table = Table(title="Counts", title_justify="left")
         table.add_column("Kind")
         table.add_column("Name")
         table.add_column("Was", justify="right")

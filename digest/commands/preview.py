@@ -13,8 +13,12 @@ from rich.table import Table
 from digest import pipeline
 from digest.config import Config
 from digest.errors import EmptyEditionError
-from digest.model import Edition
+from digest.manifest_diff import diff_manifests, load_manifest, render_diff
+from digest.model import Edition, RenderedEdition
+from digest.preview.build import edition_manifest, write_outputs
 from digest.select import parse_as_of
+
+DEFAULT_PORT = 8025
 
 
 def split_categories(value: str | None) -> list[str]:
@@ -38,8 +42,20 @@ def as_of_option(config: Config, value: str | None) -> datetime:
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder [config: edition.output]."
 )
-@click.option("--open", "open_browser", is_flag=True, help="Open the HTML in a browser afterwards.")
+@click.option(
+    "--open", "open_browser", is_flag=True, help="Open the HTML (or the --serve page) in a browser."
+)
 @click.option("--no-cache", is_flag=True, help="Parse every post again instead of using the cache.")
+@click.option(
+    "--against",
+    "against",
+    type=click.Path(dir_okay=False),
+    metavar="MANIFEST",
+    help="Compare with a saved manifest.json and print what changed (exits 0).",
+)
+@click.option("--serve", is_flag=True, help="Start the live preview page instead of writing files once.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="With --serve: address to listen on.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="With --serve: port.")
 @click.pass_obj
 def preview_command(
     state: object,
@@ -49,45 +65,130 @@ def preview_command(
     out_dir: str | None,
     open_browser: bool,
     no_cache: bool,
+    against: str | None,
+    serve: bool,
+    host: str,
+    port: int,
 ) -> None:
     """Build the edition a reader of CATEGORIES would get, and write it to files.
 
     Writes digest.html (the email), digest.txt (its plain-text part) and manifest.json (what
     it contains) to the output folder, and prints what was selected and what was skipped.
+    With --against, also prints what changed since that manifest (posts added, removed or
+    edited, subject, counts per category set), so an edition can be reviewed before it is sent.
+    With --serve, starts a page on 127.0.0.1 that shows the edition for any category set or
+    subscriber, at phone and desktop width, light and dark, and reloads when files change.
 
     Example: digest preview --posts posts/ --as-of 2026-01-09 --categories US,Europe --out build/
+
+    Example: digest preview --against build/manifest.json
+
+    Example: digest preview --serve --port 8025
     """
     config: Config = state.config  # type: ignore[attr-defined]
-    console = Console(stderr=False)
-    moment = as_of_option(config, as_of)
     folder = Path(posts_dir) if posts_dir else None
     if folder is not None and not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder of posts.", param_hint="--posts")
+    if serve:
+        _serve(
+            config,
+            posts_dir=folder,
+            as_of=as_of,
+            categories=split_categories(categories),
+            out_dir=Path(out_dir) if out_dir else None,
+            against=Path(against) if against else None,
+            host=host,
+            port=port,
+            open_browser=open_browser,
+        )
+        return
+    console = Console(stderr=False)
+    moment = as_of_option(config, as_of)
+    saved = load_manifest(against) if against else None  # a bad --against fails before any work
     loaded = pipeline.load(config, folder=folder, use_cache=not no_cache)
     edition = pipeline.build_edition(
         config, as_of=moment, categories=split_categories(categories), posts=loaded
     )
     _print_report(console, config, edition, total=len(loaded.posts))
     try:
-        rendered = pipeline.render(config, edition)
+        rendered: RenderedEdition | None = pipeline.render(config, edition)
     except EmptyEditionError as exc:
-        raise click.ClickException(str(exc)) from None
+        if saved is None:
+            raise click.ClickException(str(exc)) from None
+        console.print(f"[yellow]warning:[/] {exc}")
+        rendered = None
     out = Path(out_dir) if out_dir else config.path(config.edition.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "digest.html").write_text(rendered.html, encoding="utf-8")
-    (out / "digest.txt").write_text(rendered.text, encoding="utf-8")
-    hashes = {p.path: p.content_hash for p in loaded.posts}
-    pipeline.write_json(
-        out / "manifest.json", pipeline.with_hashes(pipeline.manifest(edition, rendered, config), hashes)
-    )
-    for warning in rendered.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"Subject: [bold]{rendered.subject}[/]")
-    console.print(
-        f"Wrote {out / 'digest.html'} ({rendered.html_bytes / 1024:.1f} KB), {out / 'digest.txt'}, {out / 'manifest.json'}"
-    )
-    if open_browser:
+    data = edition_manifest(config, edition, rendered, loaded, as_of=moment)
+    write_outputs(out, rendered, data)
+    if rendered is not None:
+        for warning in rendered.warnings:
+            console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"Subject: [bold]{rendered.subject}[/]")
+        console.print(
+            f"Wrote {out / 'digest.html'} ({rendered.html_bytes / 1024:.1f} KB), {out / 'digest.txt'}, {out / 'manifest.json'}"
+        )
+    else:
+        console.print(f"Wrote {out / 'manifest.json'} (no email: the edition is empty)")
+    if saved is not None:
+        diff = diff_manifests(saved, data)
+        console.print()
+        console.print(render_diff(diff))
+        pipeline.write_json(out / "manifest-diff.json", diff.to_dict())
+    if open_browser and rendered is not None:
         webbrowser.open((out / "digest.html").resolve().as_uri())
+
+
+def _serve(
+    config: Config,
+    *,
+    posts_dir: Path | None,
+    as_of: str | None,
+    categories: list[str],
+    out_dir: Path | None,
+    against: Path | None,
+    host: str,
+    port: int,
+    open_browser: bool,
+) -> None:
+    """Run the preview page under uvicorn until Ctrl+C."""
+    import uvicorn
+
+    from digest.preview.app import PreviewSettings, create_app
+
+    if as_of:
+        as_of_option(config, as_of)  # a bad --as-of fails here, not on every page load
+    if against:
+        load_manifest(against)
+    settings = PreviewSettings(
+        config=config,
+        config_path=config.source,
+        posts_dir=posts_dir,
+        as_of=as_of,
+        out_dir=out_dir,
+        categories=tuple(categories),
+        against=against,
+    )
+    app = create_app(settings)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    server = app.state.preview
+    watched = ", ".join(str(p) for p in server.watch_roots())
+    click.echo(f"Preview of {config.site.name} at {url}")
+    click.echo(f"Watching {watched}{', ' + str(config.source) if config.source else ''}. Ctrl+C to stop.")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.secho(
+            f"warning: listening on {host}: anyone who can reach it can read subscribers' categories "
+            "and send test emails. Use 127.0.0.1 unless you mean it.",
+            fg="yellow",
+            err=True,
+        )
+    if open_browser:
+        webbrowser.open(url)
+    uv = uvicorn.Server(
+        uvicorn.Config(
+            app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
+        )
+    )
+    uv.run()
 
 
 def _print_report(console: Console, config: Config, edition: Edition, *, total: int) -> None:
