@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 64 * 1024  # the largest honest form is a few hundred bytes
+WEBHOOK_MAX_BODY_BYTES = 8 * 1024 * 1024  # SendGrid batches events: up to a few MB a post
 MAX_EMAIL_CHARS = 254  # RFC 5321 path limit
 MAX_NAME_CHARS = 100
 MAX_TOKEN_CHARS = 1024
@@ -230,6 +231,38 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimit:
+    """Refuses request bodies over a limit with our own 413 page (an HTTPException from receive).
+
+    Checked as the body streams in, so a lying or missing Content-Length does not help; the
+    provider webhook gets a larger allowance, since SendGrid posts events in batches.
+    """
+
+    def __init__(self, app: ASGIApp, *, default: int, larger: Mapping[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.larger = dict(larger)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        limit = next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.default)
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413)
+            return message
+
+        await self.app(scope, limited_receive, send)
 
 
 def _text(form: FormData | Mapping[str, Any], key: str) -> str:
@@ -582,7 +615,12 @@ class WebApp:
         if form is not None:
             action = _text(form, "action")
             try:
-                if action == "save":
+                if subscriber.status not in LIVE:
+                    errors["form"] = (
+                        f"This address is {subscriber.status}, so there is nothing to change here. "
+                        "To get the emails again, subscribe on the subscribe page."
+                    )
+                elif action == "save":
                     values = [v.strip() for v in form.getlist("category") if isinstance(v, str)]
                     names, problem = self.categories_from_form(values)
                     if problem:
@@ -647,7 +685,7 @@ class WebApp:
         subscriber = await run_in_threadpool(subs.get, self.store, email)
         shown = subscriber.email if subscriber else email
         ctx = {"email": shown, "token": token, "preferences_url": self.links.preferences_url(shown)}
-        if request.method == "GET":
+        if request.method != "POST":
             done = subscriber is not None and subscriber.status == "unsubscribed"
             return self.render(request, "unsubscribe.html", {**ctx, "done": done})
         if _text(fields, "List-Unsubscribe") != "One-Click":
@@ -756,8 +794,8 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
         routes=routes,
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
+    app.add_middleware(BodyLimit, default=MAX_BODY_BYTES, larger={"/webhooks/": WEBHOOK_MAX_BODY_BYTES})
     app.add_middleware(SecurityHeaders, hsts=config.web.base_url.startswith("https://"))
     app.state.web = web
     return app
