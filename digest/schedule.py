@@ -95,9 +95,9 @@ class Window:
         return Window(self.start.astimezone(tz), self.end.astimezone(tz))
 
     def describe(self, tz: tzinfo) -> str:
-        """``Mon 5 Jan 2026 07:00 → Mon 12 Jan 2026 07:00 GMT``, for people reading a terminal."""
+        """``Mon 05 Jan 07:00 → Mon 12 Jan 07:00 GMT``, for people reading a terminal."""
         start, end = self.start.astimezone(tz), self.end.astimezone(tz)
-        fmt = "%a %d %b %Y %H:%M"
+        fmt = "%a %d %b %H:%M" if start.year == end.year else "%a %d %b %Y %H:%M"
         start_zone = f" {start.tzname()}" if start.tzname() != end.tzname() else ""
         return f"{start.strftime(fmt)}{start_zone} → {end.strftime(fmt)} {end.tzname()}"
 
@@ -365,23 +365,25 @@ def due_edition(
     cron: str | Cron,
     tz: tzinfo,
     window_days: int,
-    existing: EditionRecord | None,
-    last_sent: EditionRecord | None,
+    records: Iterable[EditionRecord] = (),
+    site_tz: tzinfo | None = None,
 ) -> DueEdition:
-    """Which edition is due at ``now``, and its window.
+    """Which edition is due at ``now``, its window, and whether it still needs sending.
 
     The edition is named after the latest scheduled time at or before ``now`` (a run late on
     Tuesday is still Monday's edition; a manual run before Monday's slot is last week's, which
-    has normally gone out). ``existing`` is the store's record for that id, if any; ``last_sent``
-    is the latest edition that went out, excluding this one.
+    has normally gone out). ``records`` are the editions the store knows; the window starts at
+    the end of the latest one that went out. ``tz`` is the schedule's zone (the cron's wall
+    clock); ids and windows use ``site_tz`` (default: the same).
     """
     spec = cron if isinstance(cron, Cron) else parse_cron(cron)
+    site = site_tz or tz
     scheduled = previous_run(spec, tz, now)
-    edition_id = run_id_for(scheduled, tz, spec) if scheduled else edition_id_for(now, tz)
-    if existing is not None and existing.id != edition_id:
-        raise ValueError(f"existing record is for {existing.id}, not {edition_id}")
-    if last_sent is not None and last_sent.id == edition_id:
-        raise ValueError("last_sent must exclude the edition that is due")
+    edition_id = run_id_for(scheduled, site, spec) if scheduled else edition_id_for(now, site)
+    known = list(records)
+    existing = next((r for r in known if r.id == edition_id), None)
+    went_out = [r for r in known if r.status == "sent" and r.id != edition_id]
+    last_sent = max(went_out, key=lambda r: (_utc(r.window_end), r.id), default=None)
     if existing is not None and existing.status in ("sent", "cancelled"):
         state: DueState = "sent" if existing.status == "sent" else "cancelled"
         return DueEdition(edition_id, existing.window, scheduled, state, last_sent)
@@ -391,7 +393,7 @@ def due_edition(
         now=now,
         last_sent_end=last_sent.window_end if last_sent else None,
         window_days=window_days,
-        tz=tz,
+        tz=site,
     )
     return DueEdition(edition_id, window, scheduled, "new", last_sent)
 
