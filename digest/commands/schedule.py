@@ -228,7 +228,7 @@ def run_command(state: object, as_of: str | None, dry_run: bool, sender_name: st
 
         print_findings(console, [f for f in outcome.findings if f.level != "ok"])
     for line in outcome.lines:
-        console.print(line, highlight=False, markup=False)
+        click.echo(line)
     if not outcome.ok:
         raise click.exceptions.Exit(1)
 
@@ -364,8 +364,17 @@ class _Runner:
         self.failures = 0
         self._child: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
 
     def __call__(self) -> None:
+        self._idle.clear()
+        try:
+            self._run()
+        finally:
+            self._idle.set()
+
+    def _run(self) -> None:
         self.count += 1
         number = self.count
         log.info("run %d: starting digest run", number)
@@ -405,11 +414,12 @@ class _Runner:
                 elapsed,
             )
 
-    def wait(self, timeout: float | None = None) -> None:
-        child = self._child
-        if child is not None:
+    def wait(self) -> None:
+        """Block until the run in progress (if any) has finished and been logged."""
+        if not self._idle.is_set():
             log.info("waiting for run %d to finish (send SIGTERM again to stop it now)", self.count)
-            child.wait(timeout)
+            while not self._idle.wait(0.2):
+                pass
 
     def terminate(self) -> None:
         with self._lock:
