@@ -99,14 +99,10 @@ def test_skipped_week_is_covered_by_the_next_run() -> None:
 
 
 def test_double_run_finds_the_edition_already_sent() -> None:
-    first = due_edition(
-        now=at(2026, 1, 12, 7), cron=WEEKLY, tz=LONDON, window_days=7, existing=None, last_sent=None
-    )
+    first = due_edition(now=at(2026, 1, 12, 7), cron=WEEKLY, tz=LONDON, window_days=7, records=())
     assert (first.id, first.state) == ("2026-W03", "new")
     record = sent(first.id, first.window.start, first.window.end, "a.md")
-    again = due_edition(
-        now=at(2026, 1, 12, 7, 5), cron=WEEKLY, tz=LONDON, window_days=7, existing=record, last_sent=None
-    )
+    again = due_edition(now=at(2026, 1, 12, 7, 5), cron=WEEKLY, tz=LONDON, window_days=7, records=[record])
     assert (again.id, again.state, again.window) == ("2026-W03", "sent", first.window)
     assert not again.needs_sending
 
@@ -114,34 +110,26 @@ def test_double_run_finds_the_edition_already_sent() -> None:
 def test_a_run_that_died_half_way_is_resumed_with_its_recorded_window() -> None:
     start, end = at(2026, 1, 5, 7), at(2026, 1, 12, 7)
     record = EditionRecord("2026-W03", start, end, "sending")
-    due = due_edition(
-        now=at(2026, 1, 12, 9), cron=WEEKLY, tz=LONDON, window_days=7, existing=record, last_sent=None
-    )
+    due = due_edition(now=at(2026, 1, 12, 9), cron=WEEKLY, tz=LONDON, window_days=7, records=[record])
     assert due.state == "resume" and due.window == Window(start, end) and due.needs_sending
 
 
 def test_a_late_run_is_still_the_scheduled_weeks_edition() -> None:
     last = sent("2026-W03", at(2026, 1, 5, 7), at(2026, 1, 12, 7))
     # Monday's 07:00 run happens on Sunday night instead: still 2026-W04, window to now.
-    due = due_edition(
-        now=at(2026, 1, 25, 23), cron=WEEKLY, tz=LONDON, window_days=7, existing=None, last_sent=last
-    )
+    due = due_edition(now=at(2026, 1, 25, 23), cron=WEEKLY, tz=LONDON, window_days=7, records=[last])
     assert due.id == "2026-W04" and due.scheduled_for == at(2026, 1, 19, 7)
     assert due.window == Window(at(2026, 1, 12, 7), at(2026, 1, 25, 23))
 
 
 def test_a_manual_run_before_the_slot_belongs_to_last_week() -> None:
-    due = due_edition(
-        now=at(2026, 1, 19, 6, 59), cron=WEEKLY, tz=LONDON, window_days=7, existing=None, last_sent=None
-    )
+    due = due_edition(now=at(2026, 1, 19, 6, 59), cron=WEEKLY, tz=LONDON, window_days=7, records=())
     assert due.id == "2026-W03"
 
 
 def test_cancelled_edition_is_left_alone() -> None:
     record = EditionRecord("2026-W03", at(2026, 1, 5, 7), at(2026, 1, 12, 7), "cancelled")
-    due = due_edition(
-        now=at(2026, 1, 12, 8), cron=WEEKLY, tz=LONDON, window_days=7, existing=record, last_sent=None
-    )
+    due = due_edition(now=at(2026, 1, 12, 8), cron=WEEKLY, tz=LONDON, window_days=7, records=[record])
     assert due.state == "cancelled" and not due.needs_sending
 
 
