@@ -271,6 +271,12 @@ def _text(form: FormData | Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _address_problem(message: str) -> str:
+    """The store's reason without its echo of the input (the field already shows that)."""
+    _, sep, reason = message.partition(" is not a valid email address: ")
+    return f"That is not a valid email address: {reason[:1].lower()}{reason[1:]}" if sep else message
+
+
 def _has_control(text: str) -> bool:
     """CR, LF, NUL, tabs and the Unicode line/paragraph separators: never part of a name."""
     return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
@@ -445,7 +451,7 @@ class WebApp:
             try:
                 email = subs.normalise_email(raw_email)
             except StoreError as exc:
-                errors["email"] = str(exc)
+                errors["email"] = _address_problem(str(exc))
         if len(name) > MAX_NAME_CHARS:
             errors["name"] = f"Your name can be at most {MAX_NAME_CHARS} characters."
         elif _has_control(name):
@@ -787,6 +793,7 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
         Route("/preferences/{token}", web.preferences, methods=["GET", "POST"], name="preferences"),
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["GET", "POST"], name="unsubscribe"),
         Route("/healthz", web.healthz, methods=["GET"], name="healthz"),
+        Route("/favicon.ico", _no_favicon, methods=["GET"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     routes.extend(_webhook_routes(web))
@@ -799,6 +806,11 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
     app.add_middleware(SecurityHeaders, hsts=config.web.base_url.startswith("https://"))
     app.state.web = web
     return app
+
+
+async def _no_favicon(request: Request) -> Response:
+    """Browsers ask for it on every page; an empty answer keeps 404s out of the logs."""
+    return Response(status_code=204, headers={"Cache-Control": "public, max-age=86400"})
 
 
 def _webhook_routes(web: WebApp) -> list[Route]:
