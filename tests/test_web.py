@@ -876,3 +876,24 @@ def test_access_log_lines_do_not_carry_tokens(signer: Signer) -> None:
     RedactTokens().filter(record)
     line = record.getMessage()
     assert token not in line and "/preferences/…?x=1" in line
+
+
+def test_flow_on_each_database(store: Store, make_config: Callable[..., Config]) -> None:
+    """The same subscribe -> confirm -> one-click path on SQLite and PostgreSQL (conftest's store)."""
+    config = make_config(web={"base_url": BASE})
+    sender = RecordingSender()
+    with TestClient(create_app(config, store=store, sender=sender), base_url=BASE) as c:
+        assert post_subscribe(c, "db@example.com", ("Tech", "News")).status_code == 200
+        assert subs.get(store, "db@example.com").status == "pending"  # type: ignore[union-attr]
+        confirm_path = link_in(sender.sent[0], "confirm")
+        assert c.post(confirm_path, data={"csrf_token": csrf_token(c, confirm_path)}).status_code == 200
+        assert subs.get(store, "db@example.com").status == "active"  # type: ignore[union-attr]
+        before = snapshot(store)
+        assert post_subscribe(c, "db@example.com", ("News",)).status_code == 200
+        assert snapshot(store) == before
+        one_click = c.post(
+            f"/unsubscribe/{Signer(SECRET).sign(UNSUBSCRIBE, 'db@example.com')}",
+            data={"List-Unsubscribe": "One-Click"},
+        )
+        assert one_click.status_code == 200
+    assert subs.get(store, "db@example.com").status == "unsubscribed"  # type: ignore[union-attr]
