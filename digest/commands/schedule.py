@@ -26,7 +26,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from digest import pipeline
 from digest.check import Finding, check_edition, has_errors
@@ -272,14 +271,18 @@ def schedule_command(state: object, count: int, as_of: str | None) -> None:
     )
     if due is not None:
         console.print(_due_line(due, config.tz), highlight=False)
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("Run at", no_wrap=True)
-    table.add_column("Edition", no_wrap=True)
-    table.add_column("Window (posts dated from → before)")
-    for run in runs:
-        at = run.at.astimezone(config.schedule_tz)
-        table.add_row(f"{at:%a %d %b %Y %H:%M} {at.tzname()}", run.edition_id, run.window.describe(config.tz))
-    console.print(table)
+    rows = [
+        (
+            f"{r.at.astimezone(config.schedule_tz):%a %d %b %Y %H:%M %Z}",
+            r.edition_id,
+            r.window.describe(config.tz),
+        )
+        for r in runs
+    ]
+    widths = [max(len(row[i]) for row in [("Run at", "Edition", ""), *rows]) for i in range(2)]
+    click.echo(f"{'Run at':<{widths[0]}}  {'Edition':<{widths[1]}}  Window (posts dated from, up to)")
+    for at, edition_id, window in rows:
+        click.echo(f"{at:<{widths[0]}}  {edition_id:<{widths[1]}}  {window}")
     if last_end is None:
         console.print(
             f"No edition has gone out yet: the first covers edition.window_days = "

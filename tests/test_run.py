@@ -1,0 +1,289 @@
+"""`digest run` logic (commands.schedule.run_due) on a real SQLite store, with a stand-in for the
+delivery engine; and the `digest schedule` / `digest check` / `digest run` command lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+
+from digest import editions
+from digest.cli import cli
+from digest.commands.schedule import run_due
+from digest.config import Config, load_config
+from digest.store import open_store
+
+LONDON = ZoneInfo("Europe/London")
+ADDRESS = "The Brief, 1 Example Street, London N1 1AA"
+CONFIG = f"""\
+[site]
+name = "The Brief"
+base_url = "https://brief.example.com"
+timezone = "Europe/London"
+postal_address = "{ADDRESS}"
+[posts]
+folder = "posts"
+cache = ""
+[edition]
+backdated = "{{backdated}}"
+[sender]
+backend = "outbox"
+from_email = "brief@example.com"
+sending_domain = "example.com"
+[database]
+url = "sqlite:///digest.db"
+[schedule]
+cron = "0 7 * * 1"
+timezone = "Europe/London"
+[[categories]]
+name = "News"
+[[categories]]
+name = "Tech"
+"""
+
+
+def at(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, tzinfo=LONDON)
+
+
+class Site:
+    def __init__(self, root: Path, backdated: str = "include") -> None:
+        self.root = root
+        (root / "posts").mkdir(parents=True)
+        (root / "config.toml").write_text(CONFIG.replace("{backdated}", backdated), encoding="utf-8")
+
+    def post(self, name: str, date: str, category: str = "News") -> None:
+        (self.root / "posts" / f"{name}.md").write_text(
+            f'---\ntitle: "{name.title()}"\ncategories: [{category}]\ndate: {date}\n---\n\n'
+            f"{name.title()} happened, and this is the lead paragraph about it.\n",
+            encoding="utf-8",
+        )
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.root / "config.toml")
+
+
+class FakeDelivery:
+    """Stands in for digest.send.delivery: records the call and marks the edition sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, config: Config, store: Any, **kwargs: Any) -> str:
+        self.calls.append(kwargs)
+        if not kwargs["dry_run"]:
+            editions.set_status(store, kwargs["edition"].id, "sent", sent_at=kwargs["due"].window.end)
+        return "3 sent."
+
+    def posts(self, n: int = -1) -> list[str]:
+        return [item.post_path for item in self.calls[n]["edition"].items]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    return Site(tmp_path / "site")
+
+
+def run(site: Site, now: datetime, deliver: FakeDelivery, **kw: Any):
+    store = open_store(site.config)
+    try:
+        return run_due(site.config, now=now, store=store, deliver=deliver, **kw)
+    finally:
+        store.dispose()
+
+
+def records(site: Site) -> list[editions.EditionRecord]:
+    store = open_store(site.config)
+    try:
+        return editions.edition_records(store)
+    finally:
+        store.dispose()
+
+
+def test_run_twice_sends_once(site: Site) -> None:
+    site.post("harbour", "2026-01-08 09:00")
+    deliver = FakeDelivery()
+    first = run(site, at(2026, 1, 12, 7), deliver)
+    assert first.status == "sent" and first.edition_id == "2026-W03"
+    assert deliver.posts() == ["harbour.md"]
+    again = run(site, at(2026, 1, 12, 7, 5), deliver)
+    assert again.status == "already-sent" and len(deliver.calls) == 1
+    assert "already went out" in again.lines[0]
+    [record] = records(site)
+    assert record.status == "sent" and record.post_ids == {"harbour.md"}
+
+
+def test_nothing_new_sends_nothing_and_records_nothing(site: Site) -> None:
+    site.post("old", "2025-06-01 09:00")
+    deliver = FakeDelivery()
+    outcome = run(site, at(2026, 1, 12, 7), deliver)
+    assert outcome.status == "nothing-new" and deliver.calls == []
+    assert "No new posts since 2026-01-05 07:00 GMT" in outcome.lines[-1]
+    assert records(site) == []
+
+
+def test_skipped_week_and_late_run_pick_up_every_post_once(site: Site) -> None:
+    deliver = FakeDelivery()
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), deliver)
+    site.post("two", "2026-01-14 09:00")  # the 19 January run never happens
+    site.post("three", "2026-01-21 09:00")
+    site.post("future", "2026-01-28 09:00")  # dated after the late run: next time
+    late = run(site, at(2026, 1, 27, 18), deliver)  # Tuesday evening, a week late
+    assert late.edition_id == "2026-W05"
+    assert sorted(deliver.posts()) == ["three.md", "two.md"]
+    nxt = run(site, at(2026, 2, 2, 7), deliver)
+    assert nxt.status == "sent" and deliver.posts() == ["future.md"]
+
+
+def test_backdated_post_is_included_next_time(site: Site) -> None:
+    deliver = FakeDelivery()
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), deliver)
+    site.post("late", "2026-01-09 12:00")  # published after W03 went out, dated into its window
+    site.post("new", "2026-01-14 09:00")
+    outcome = run(site, at(2026, 1, 19, 7), deliver)
+    assert sorted(deliver.posts()) == ["late.md", "new.md"]
+    assert any("Back-dated post late.md" in line and "included" in line for line in outcome.lines)
+    # The recorded window is still the scheduled one; the next starts where it ended.
+    w04 = next(r for r in records(site) if r.id == "2026-W04")
+    assert w04.window_start == at(2026, 1, 12, 7)
+
+
+def test_backdated_post_is_reported_once_when_skipping(tmp_path: Path) -> None:
+    site = Site(tmp_path / "site", backdated="skip")
+    deliver = FakeDelivery()
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), deliver)
+    site.post("late", "2026-01-09 12:00")
+    site.post("new", "2026-01-14 09:00")
+    outcome = run(site, at(2026, 1, 19, 7), deliver)
+    assert deliver.posts() == ["new.md"]
+    assert any("late.md" in line and "skipped" in line for line in outcome.lines)
+    site.post("newer", "2026-01-21 09:00")
+    later = run(site, at(2026, 1, 26, 7), deliver)
+    assert deliver.posts() == ["newer.md"]
+    assert not any("late.md" in line for line in later.lines)
+
+
+def test_a_post_that_went_out_is_not_sent_again_after_its_date_changes(site: Site) -> None:
+    deliver = FakeDelivery()
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), deliver)
+    site.post("one", "2026-01-15 09:00")  # the author re-dated it into the next window
+    site.post("two", "2026-01-16 09:00")
+    run(site, at(2026, 1, 19, 7), deliver)
+    assert deliver.posts() == ["two.md"]
+
+
+def test_half_sent_edition_is_resumed_with_its_window(site: Site) -> None:
+    site.post("one", "2026-01-08 09:00")
+    deliver = FakeDelivery()
+    store = open_store(site.config)
+    try:
+        from digest.schedule import Window
+
+        editions.record_edition(
+            store,
+            edition_id="2026-W03",
+            window=Window(at(2026, 1, 5, 7), at(2026, 1, 12, 7)),
+            status="sending",
+        )
+    finally:
+        store.dispose()
+    outcome = run(site, at(2026, 1, 12, 9), deliver)
+    assert outcome.status == "sent" and "carrying on" in outcome.lines[0]
+    assert deliver.calls[0]["due"].window.end == at(2026, 1, 12, 7)
+
+
+def test_check_errors_stop_a_real_run_but_not_a_dry_run(site: Site) -> None:
+    text = (
+        (site.root / "config.toml")
+        .read_text()
+        .replace('sending_domain = "example.com"', 'sending_domain = "other.org"')
+    )
+    (site.root / "config.toml").write_text(text)
+    site.post("one", "2026-01-08 09:00")
+    deliver = FakeDelivery()
+    blocked = run(site, at(2026, 1, 12, 7), deliver)
+    assert blocked.status == "blocked" and not blocked.ok and deliver.calls == []
+    assert any(f.code == "from-domain" and f.level == "error" for f in blocked.findings)
+    assert records(site) == []
+    dry = run(site, at(2026, 1, 12, 7), deliver, dry_run=True)
+    assert dry.status == "dry-run" and deliver.calls[0]["dry_run"] is True
+    assert records(site) == []
+
+
+def test_manifest_is_recorded(site: Site) -> None:
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), FakeDelivery())
+    store = open_store(site.config)
+    try:
+        from sqlalchemy import select
+
+        from digest.store import editions as table
+
+        with store.session() as s:
+            manifest = json.loads(s.execute(select(table.c.manifest)).scalar_one())
+    finally:
+        store.dispose()
+    assert manifest["edition"] == "2026-W03" and manifest["post_count"] == 1
+
+
+# --- command lines ---------------------------------------------------------------------------
+
+
+def invoke(site: Site, *args: str):
+    return CliRunner().invoke(
+        cli, ["--config", str(site.root / "config.toml"), *args], catch_exceptions=False
+    )
+
+
+def test_schedule_command_prints_runs_and_windows(site: Site) -> None:
+    result = invoke(site, "schedule", "--count", "3", "--as-of", "2026-03-20")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Schedule '0 7 * * 1' in Europe/London" in out
+    for line in ("Mon 23 Mar 2026 07:00 GMT", "Mon 30 Mar 2026 07:00 BST", "Mon 06 Apr 2026 07:00 BST"):
+        assert line in out
+    assert "2026-W13" in out and "2026-W15" in out
+    assert "No edition has gone out yet" in out
+
+
+def test_schedule_command_starts_from_the_last_edition(site: Site) -> None:
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), FakeDelivery())
+    result = invoke(site, "schedule", "--count", "1", "--as-of", "2026-01-13")
+    assert result.exit_code == 0, result.output
+    assert "Latest scheduled edition 2026-W03 already went out" in result.output
+    assert "Mon 12 Jan 07:00 → Mon 19 Jan 07:00 GMT" in result.output
+
+
+def test_check_command_exits_1_on_errors(site: Site) -> None:
+    site.post("one", "2026-01-08 09:00")
+    ok = invoke(site, "check", "--as-of", "2026-01-12T07:00")
+    assert ok.exit_code == 0, ok.output
+    assert "✓ postal-address" in ok.output and "No errors" in ok.output
+    text = (
+        (site.root / "config.toml")
+        .read_text()
+        .replace(f'postal_address = "{ADDRESS}"', 'postal_address = ""')
+    )
+    (site.root / "config.toml").write_text(text)
+    bad = invoke(site, "check", "--as-of", "2026-01-12T07:00")
+    assert bad.exit_code == 1
+    assert "✗ postal-address" in bad.output and "fix: Set site.postal_address" in bad.output
+
+
+def test_run_command_with_nothing_new(site: Site) -> None:
+    result = invoke(site, "run", "--as-of", "2026-01-12T07:00")
+    assert result.exit_code == 0, result.output
+    assert (
+        "No new posts since 2026-01-05 07:00 GMT; no edition this time (2026-W03 not sent)." in result.output
+    )
