@@ -98,7 +98,7 @@ class _Handler(YAMLHandler):
 
 def _keep_text(node: yaml.Node) -> None:
     if isinstance(node, yaml.ScalarNode):
-        if node.style is None and node.value not in ("", "~", "null", "Null", "NULL"):
+        if not node.style and node.value not in ("", "~", "null", "Null", "NULL"):
             node.tag = _STR_TAG
     elif isinstance(node, yaml.SequenceNode):
         for child in node.value:
