@@ -338,3 +338,25 @@ def test_plan_chains_windows_from_the_last_edition() -> None:
     assert all(a.window.end == b.window.start for a, b in pairwise(runs))
     first = plan(cron=WEEKLY, tz=LONDON, now=at(2026, 1, 14), count=1, last_sent_end=None, window_days=7)
     assert first[0].window == Window(at(2026, 1, 12, 7), at(2026, 1, 19, 7))
+
+
+def test_due_edition_ignores_cancelled_and_unfinished_editions_for_the_window_start() -> None:
+    records = [
+        sent("2026-W02", at(2025, 12, 29, 7), at(2026, 1, 5, 7)),
+        EditionRecord("2026-W03", at(2026, 1, 5, 7), at(2026, 1, 12, 7), "cancelled"),
+    ]
+    due = due_edition(now=at(2026, 1, 19, 7), cron=WEEKLY, tz=LONDON, window_days=7, records=records)
+    # W03 was cancelled, so its posts are still to go: W04 starts where W02 ended.
+    assert due.id == "2026-W04" and due.window.start == at(2026, 1, 5, 7)
+    assert due.last_sent is not None and due.last_sent.id == "2026-W02"
+
+
+def test_schedule_zone_sets_the_clock_and_site_zone_names_the_edition() -> None:
+    # Sunday 23:00 in New York is Monday 04:00 in London: the edition is London's ISO week.
+    ny = ZoneInfo("America/New_York")
+    due = due_edition(
+        now=at(2026, 1, 12, 4, 30), cron="0 23 * * 0", tz=ny, site_tz=LONDON, window_days=7, records=()
+    )
+    assert due.scheduled_for is not None and due.scheduled_for.astimezone(LONDON) == at(2026, 1, 12, 4)
+    assert due.id == "2026-W03"
+    assert due.window.end.tzinfo is LONDON
