@@ -22,7 +22,7 @@ The rules, in one place:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
@@ -427,6 +427,11 @@ def plan(
     return runs
 
 
-def sent_post_ids(records: Sequence[EditionRecord]) -> frozenset[str]:
-    """Every post id any sent (or part-sent) edition carried: what must not be sent again."""
-    return frozenset(pid for r in records if r.status in ("sending", "sent") for pid in r.post_ids)
+def sent_post_ids(records: Iterable[EditionRecord]) -> frozenset[str]:
+    """Every post id an edition that went out carried: never put in an edition again.
+
+    Only "sent" editions count. A part-sent edition that was never finished starts no window
+    either, so its posts come round in the next edition, and the delivery engine's per-reader
+    ledger keeps them from anyone who already got them.
+    """
+    return frozenset(pid for r in records if r.status == "sent" for pid in r.post_ids)

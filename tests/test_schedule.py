@@ -164,14 +164,14 @@ def test_no_backdated_posts_before_the_first_edition() -> None:
     assert backdated_posts([P("a.md", at(2020, 1, 1))], last_sent_end=None, already_sent_ids=()) == []
 
 
-def test_sent_post_ids_count_part_sent_editions_but_not_cancelled_ones() -> None:
+def test_sent_post_ids_count_only_editions_that_went_out() -> None:
     w = (at(2026, 1, 5), at(2026, 1, 12))
     records = [
         EditionRecord("a", *w, "sent", post_ids=frozenset({"1.md"})),
         EditionRecord("b", *w, "sending", post_ids=frozenset({"2.md"})),
         EditionRecord("c", *w, "cancelled", post_ids=frozenset({"3.md"})),
     ]
-    assert sent_post_ids(records) == {"1.md", "2.md"}
+    assert sent_post_ids(records) == {"1.md"}
 
 
 # --- time zones and daylight saving ----------------------------------------------------------
