@@ -224,6 +224,12 @@ def test_subscribe_confirm_preferences_one_click_in_chromium(
             assert message["To"] == email
             body = message.get_body(("plain",)).get_content()
             confirm_url = re.search(rf"{re.escape(base)}/confirm/\S+", body).group(0)  # type: ignore[union-attr]
+            html_part = message.get_body(("html",)).get_content()
+            assert confirm_url in html_part.replace("&amp;", "&")
+            mail_view = context.new_page()  # about:blank, so our pages' CSP does not apply to the email
+            mail_view.set_content(html_part)
+            shot(mail_view, "03b-confirmation-email")
+            mail_view.close()
 
             # 3. Following the link only shows a button; pressing it confirms.
             page.goto(confirm_url)
