@@ -33,6 +33,7 @@ ELLIPSIS = "…"
 _MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 # Characters of body scanned: more only when no lead was found; past the last, list items do.
 _SCAN_LIMITS = (4_000, 16_000)
+_SCAN_ATTEMPTS = 3
 _MAX_ITEMS = 30
 
 # A run is a piece of text and the inline marks around it, outermost first. A mark is
@@ -198,12 +199,15 @@ class _Context:
 def _find_lead(source: str, ctx: _Context) -> _Lead:
     """Scan a growing head of the text until the lead is complete (or the text ends)."""
     lead = _Lead()
-    for limit in _SCAN_LIMITS:
+    limit = _SCAN_LIMITS[0]
+    for attempt in range(_SCAN_ATTEMPTS):
         head, whole = _head(source, limit)
-        # Past the last limit, settle for what the head holds (fallbacks included).
-        lead = _collect(_clean(head, ctx.post.path), ctx, whole or limit == _SCAN_LIMITS[-1])
+        # On the last attempt, settle for what the head holds (fallbacks included).
+        lead = _collect(_clean(head, ctx.post.path), ctx, whole or attempt == _SCAN_ATTEMPTS - 1)
         if lead.done or whole or lead.words >= ctx.budget:
             break
+        # A first block longer than the limit (a 300 KB inline image) must not use it all up.
+        limit = max(len(head) + _SCAN_LIMITS[0], _SCAN_LIMITS[1])
     return lead
 
 
@@ -342,7 +346,7 @@ def _is_prose(text: str, runs: list[Run], title: str, *, item: bool) -> bool:
         emphasised = all(not t.strip() or any(m in (EM, STRONG) for m in marks) for t, marks in runs)
         if emphasised:
             return False  # a bold or italic line standing in for a heading
-        if text.rstrip().endswith(":") and len(words) <= 8:
+        if text.rstrip().endswith(":") and len(words) <= 3:
             return False  # a label for what follows ("Commits:")
     return True
 
