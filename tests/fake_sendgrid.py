@@ -1,0 +1,521 @@
+"""A fake SendGrid v3 API on 127.0.0.1 for tests and benchmarks.
+
+It checks every ``POST /v3/mail/send`` against SendGrid's published rules (the OpenAPI
+description in ../shared/sendgrid/ plus the limits on SendGrid's documentation pages), records
+what it accepted, and answers like SendGrid: 202 with ``X-Message-Id`` and the rate-limit
+headers. A test can script faults (429 with ``X-RateLimit-Reset``, 500, 400, 401, a hang, or
+"accept, then hang" to simulate a crash after the provider took a batch).
+
+Also served: the suppression lists, ``/v3/mail/batch`` and the scheduled-sends API.
+
+``fast=True`` (for benchmarks) only counts personalizations and fully checks one request in
+``spot_every``. Run it stand-alone in another process with ``python tests/fake_sendgrid.py
+--fast``: it prints its base URL, and ``GET /_fake/stats`` returns the counts.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+RESERVED = {
+    h.lower()
+    for h in (
+        "x-sg-id",
+        "x-sg-eid",
+        "received",
+        "dkim-signature",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "To",
+        "From",
+        "Subject",
+        "Reply-To",
+        "CC",
+        "BCC",
+    )
+}
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_BODY = 30 * 1024 * 1024
+RATE_LIMIT = 600
+
+
+@dataclass
+class Fault:
+    """One scripted answer. ``kind``: 429 | 500 | 400 | 401 | 403 | hang | accept_hang."""
+
+    kind: str
+    seconds: float = 0.0  # hang length, or for 429 how far ahead X-RateLimit-Reset is
+
+
+@dataclass
+class Accepted:
+    """One accepted /v3/mail/send request."""
+
+    message_id: str
+    body: dict[str, Any] | None  # None in fast mode
+    recipients: list[str]
+    send_at: int | None
+    batch_id: str | None
+
+
+@dataclass
+class FakeState:
+    api_key: str = "SG.test-key"
+    fast: bool = False
+    spot_every: int = 50
+    faults: collections.deque[Fault] = field(default_factory=collections.deque)
+    # (predicate over the parsed body, fault) tried on every mail/send request
+    rules: list[tuple[Callable[[dict[str, Any]], bool], Fault]] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[tuple[int, list[str]]] = field(default_factory=list)  # (status, problems)
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every call
+    personalizations: int = 0
+    bytes_received: int = 0
+    suppressed: dict[str, set[str]] = field(
+        default_factory=lambda: {"unsubscribes": set(), "bounces": set(), "spam_reports": set()}
+    )
+    batches: dict[str, str | None] = field(default_factory=dict)  # batch id -> cancel|pause|None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    seq: Any = field(default_factory=lambda: itertools.count(1))
+
+    def delivered(self) -> collections.Counter[str]:
+        """How many accepted, not cancelled messages each address got."""
+        counts: collections.Counter[str] = collections.Counter()
+        for a in self.accepted:
+            if a.batch_id and self.batches.get(a.batch_id) == "cancel":
+                continue
+            counts.update(a.recipients)
+        return counts
+
+
+def validate_mail(body: Any, now: float | None = None) -> list[str]:
+    """Every way a /v3/mail/send body breaks the published rules (empty list: it is fine)."""
+    now = time.time() if now is None else now
+    problems: list[str] = []
+    if not isinstance(body, dict):
+        return ["body must be a JSON object"]
+    p_list = body.get("personalizations")
+    if not isinstance(p_list, list) or not p_list:
+        problems.append("personalizations: required, a non-empty array")
+        p_list = []
+    if len(p_list) > 1000:
+        problems.append(f"personalizations: at most 1000 (got {len(p_list)})")
+    sender = body.get("from")
+    if not isinstance(sender, dict) or not isinstance(sender.get("email"), str):
+        problems.append("from: required, an object with email")
+    else:
+        if not EMAIL.match(sender["email"]):
+            problems.append("from.email: not an email address")
+        if not sender["email"].isascii():
+            problems.append("from: Unicode is not supported in the from address")
+    if "reply_to" in body and (
+        not isinstance(body["reply_to"], dict) or not EMAIL.match(str(body["reply_to"].get("email", "")))
+    ):
+        problems.append("reply_to: an object with a valid email")
+    has_template = bool(body.get("template_id"))
+    content = body.get("content")
+    if not has_template:
+        if not isinstance(content, list) or not content:
+            problems.append("content: at least one content object is required")
+        else:
+            types = []
+            for i, c in enumerate(content):
+                if not isinstance(c, dict) or not c.get("type") or not c.get("value"):
+                    problems.append(f"content[{i}]: type and value are required and non-empty")
+                else:
+                    types.append(c["type"])
+            if "text/plain" in types and types[0] != "text/plain":
+                problems.append("content: text/plain must be first")
+            if len(types) != len(set(types)):
+                problems.append("content: each MIME type at most once")
+    global_subject = body.get("subject")
+    if global_subject is not None and (not isinstance(global_subject, str) or not global_subject):
+        problems.append("subject: must be a non-empty string")
+    problems += _check_headers(body.get("headers"), "headers")
+    cats = body.get("categories")
+    if cats is not None:
+        if not isinstance(cats, list) or len(cats) > 10:
+            problems.append("categories: at most 10")
+        elif len(set(cats)) != len(cats):
+            problems.append("categories: must be unique")
+        elif any(not isinstance(c, str) or len(c) > 255 for c in cats):
+            problems.append("categories: each a string of at most 255 characters")
+    if "custom_args" in body:
+        problems += _check_args(body["custom_args"], "custom_args")
+    problems += _check_send_at(body.get("send_at"), "send_at", now)
+    if "batch_id" in body and (not isinstance(body["batch_id"], str) or not body["batch_id"]):
+        problems.append("batch_id: a non-empty string")
+    seen: set[str] = set()
+    total = 0
+    for i, p in enumerate(p_list):
+        where = f"personalizations[{i}]"
+        if not isinstance(p, dict):
+            problems.append(f"{where}: must be an object")
+            continue
+        to = p.get("to")
+        if not isinstance(to, list) or not to:
+            problems.append(f"{where}.to: required, a non-empty array")
+            to = []
+        for kind in ("to", "cc", "bcc"):
+            people = p.get(kind) or []
+            if not isinstance(people, list):
+                problems.append(f"{where}.{kind}: must be an array")
+                continue
+            total += len(people)
+            for person in people:
+                email = person.get("email") if isinstance(person, dict) else None
+                if not isinstance(email, str) or not EMAIL.match(email):
+                    problems.append(f"{where}.{kind}: {email!r} is not an email address")
+                    continue
+                key = email.lower()
+                if key in seen:
+                    problems.append(f"{where}.{kind}: {email} appears more than once in the request")
+                seen.add(key)
+                name = person.get("name")
+                if name is not None and (not isinstance(name, str) or ";" in name or "," in name):
+                    problems.append(f"{where}.{kind}: a name may not contain ';' or ','")
+        subject = p.get("subject", global_subject)
+        if not has_template and (not isinstance(subject, str) or not subject):
+            problems.append(f"{where}: no subject (neither in the personalization nor the message)")
+        problems += _check_headers(p.get("headers"), f"{where}.headers")
+        subs = p.get("substitutions")
+        if subs is not None:
+            if not isinstance(subs, dict) or any(not isinstance(v, str) for v in subs.values()):
+                problems.append(f"{where}.substitutions: an object of strings")
+            else:
+                if len(subs) > 10000:
+                    problems.append(f"{where}.substitutions: at most 10000 properties")
+                size = sum(len(k.encode()) + len(v.encode()) for k, v in subs.items())
+                if size > 10000:
+                    problems.append(f"{where}.substitutions: over 10,000 bytes ({size})")
+        if "custom_args" in p:
+            problems += _check_args(p["custom_args"], f"{where}.custom_args")
+        problems += _check_send_at(p.get("send_at"), f"{where}.send_at", now)
+    if total > 1000:
+        problems.append(f"at most 1000 recipients per request (to+cc+bcc); got {total}")
+    return problems
+
+
+def _check_headers(headers: Any, where: str) -> list[str]:
+    if headers is None:
+        return []
+    if not isinstance(headers, dict):
+        return [f"{where}: must be an object"]
+    problems = [f"{where}: {h} may not be set" for h in headers if h.lower() in RESERVED]
+    problems += [f"{where}: {h} must be a string" for h, v in headers.items() if not isinstance(v, str)]
+    return problems
+
+
+def _check_args(args: Any, where: str) -> list[str]:
+    if isinstance(args, str):  # the description says string at the top level; SendGrid takes objects
+        size = len(args.encode())
+    elif isinstance(args, dict):
+        if any(not isinstance(v, str) for v in args.values()):
+            return [f"{where}: values must be strings"]
+        size = len(json.dumps(args).encode())
+    else:
+        return [f"{where}: must be an object"]
+    return [f"{where}: over 10,000 bytes"] if size > 10000 else []
+
+
+def _check_send_at(value: Any, where: str, now: float) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, int) or isinstance(value, bool):
+        return [f"{where}: a unix timestamp (integer)"]
+    if value > now + 72 * 3600 + 60:
+        return [f"{where}: at most 72 hours ahead"]
+    return []
+
+
+def _recipients(body: dict[str, Any]) -> list[str]:
+    return [
+        person["email"].lower()
+        for p in body.get("personalizations", [])
+        for kind in ("to", "cc", "bcc")
+        for person in p.get(kind) or []
+    ]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
+        self.send_response(status)
+        all_headers = {
+            "X-RateLimit-Limit": str(RATE_LIMIT),
+            "X-RateLimit-Remaining": "0" if status == 429 else str(RATE_LIMIT - 1),
+            "X-RateLimit-Reset": str(int(time.time()) + 60),
+            **(headers or {}),
+        }
+        for k, v in all_headers.items():
+            self.send_header(k, v)
+        if data:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+    def _error(self, status: int, messages: list[str]) -> None:
+        self._send(status, {"errors": [{"field": None, "message": m} for m in messages]})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _authorised(self) -> bool:
+        state = self.server.state
+        if self.headers.get("Authorization") != f"Bearer {state.api_key}":
+            self._error(401, ["The provided authorization grant is invalid, expired, or revoked"])
+            return False
+        return True
+
+    def _fault(self, fault: Fault) -> bool:
+        """Answer with a scripted fault; False when the request should proceed normally."""
+        if fault.kind == "429":
+            self._send(
+                429,
+                {"errors": [{"field": None, "message": "too many requests"}]},
+                {"X-RateLimit-Reset": str(int(time.time() + fault.seconds))},
+            )
+        elif fault.kind in ("500", "502", "503"):
+            self._error(int(fault.kind), ["internal error"])
+        elif fault.kind == "400":
+            self._error(400, ["scripted bad request"])
+        elif fault.kind in ("401", "403"):
+            self._error(int(fault.kind), ["authorization required"])
+        elif fault.kind == "hang":
+            time.sleep(fault.seconds)
+            self.close_connection = True
+        else:
+            return False
+        return True
+
+    # -- routes -----------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        state = self.server.state
+        with state.lock:
+            state.requests.append(("GET", url.path))
+        if url.path == "/_fake/stats":
+            with state.lock:
+                self._send(
+                    200,
+                    {
+                        "requests": len(state.requests),
+                        "accepted": len(state.accepted),
+                        "rejected": len(state.rejected),
+                        "personalizations": state.personalizations,
+                        "bytes": state.bytes_received,
+                        "problems": [p for _, ps in state.rejected for p in ps][:20],
+                    },
+                )
+            return
+        if not self._authorised():
+            return
+        parts = url.path.strip("/").split("/")
+        if parts[:2] == ["v3", "suppression"] and len(parts) == 3 and parts[2] in state.suppressed:
+            q = parse_qs(url.query)
+            limit = int(q.get("limit", ["500"])[0])
+            offset = int(q.get("offset", ["0"])[0])
+            if limit > 500:
+                self._error(400, ["limit: at most 500"])
+                return
+            emails = sorted(state.suppressed[parts[2]])[offset : offset + limit]
+            self._send(200, [{"email": e, "created": int(time.time()), "reason": parts[2]} for e in emails])
+            return
+        if parts[:3] == ["v3", "user", "scheduled_sends"] and len(parts) == 4:
+            status = state.batches.get(parts[3])
+            self._send(200, [{"batch_id": parts[3], "status": status}] if status else [])
+            return
+        self._error(404, [f"no route {url.path}"])
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        state = self.server.state
+        raw = self._body()
+        with state.lock:
+            state.requests.append(("POST", url.path))
+            state.bytes_received += len(raw)
+        if not self._authorised():
+            return
+        if url.path == "/v3/mail/send":
+            self._mail_send(raw)
+        elif url.path == "/v3/mail/batch":
+            batch_id = uuid.uuid4().hex
+            with state.lock:
+                state.batches[batch_id] = None
+            self._send(201, {"batch_id": batch_id})
+        elif url.path == "/v3/user/scheduled_sends":
+            self._scheduled(raw)
+        else:
+            self._error(404, [f"no route {url.path}"])
+
+    def _scheduled(self, raw: bytes) -> None:
+        state = self.server.state
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._error(400, ["body is not JSON"])
+            return
+        batch_id, status = body.get("batch_id"), body.get("status")
+        if not batch_id or status not in ("pause", "cancel"):
+            self._error(400, ["batch_id and status (pause|cancel) are required"])
+            return
+        with state.lock:
+            if batch_id not in state.batches:
+                self._error(400, [f"unknown batch_id {batch_id}"])
+                return
+            active = sum(1 for s in state.batches.values() if s)
+            if active >= 10:
+                self._error(400, ["at most 10 batches may be paused or cancelled at once"])
+                return
+            send_ats = [a.send_at for a in state.accepted if a.batch_id == batch_id and a.send_at]
+            if send_ats and min(send_ats) - time.time() < 600:
+                self._error(400, ["too late: the send is less than 10 minutes away"])
+                return
+            state.batches[batch_id] = status
+        self._send(201, {"batch_id": batch_id, "status": status})
+
+    def _mail_send(self, raw: bytes) -> None:
+        state = self.server.state
+        with state.lock:
+            fault = state.faults.popleft() if state.faults else None
+            n = next(state.seq)
+        if fault is not None and self._fault(fault):
+            return
+        if len(raw) > MAX_BODY:
+            self._error(413, ["the request is larger than 30 MB"])
+            return
+        if state.fast and n % state.spot_every != 1 and not state.rules:
+            count = raw.count(b'"to":')
+            message_id = f"fake{n:08d}"
+            with state.lock:
+                state.personalizations += count
+                state.accepted.append(Accepted(message_id, None, [], None, None))
+            self._send(202, None, {"X-Message-Id": message_id})
+            return
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._error(400, ["body is not JSON"])
+            return
+        for predicate, rule_fault in state.rules:
+            if predicate(body) and self._fault(rule_fault):
+                return
+        problems = validate_mail(body)
+        if problems:
+            with state.lock:
+                state.rejected.append((400, problems))
+            self._error(400, problems)
+            return
+        message_id = uuid.uuid4().hex[:22]
+        accepted = Accepted(
+            message_id,
+            None if state.fast else body,
+            [] if state.fast else _recipients(body),
+            body.get("send_at"),
+            body.get("batch_id"),
+        )
+        with state.lock:
+            state.personalizations += len(body["personalizations"])
+            state.accepted.append(accepted)
+        if fault is not None and fault.kind == "accept_hang":
+            time.sleep(fault.seconds)  # accepted, but the answer never arrives in time
+            self.close_connection = True
+            return
+        self._send(202, None, {"X-Message-Id": message_id})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    state: FakeState
+
+
+class FakeSendGrid:
+    """``with FakeSendGrid() as sg: ...`` runs the server in a thread; ``sg.url`` is its base URL."""
+
+    def __init__(self, *, api_key: str = "SG.test-key", fast: bool = False, port: int = 0) -> None:
+        self.state = FakeState(api_key=api_key, fast=fast)
+        self._server = _Server(("127.0.0.1", port), _Handler)
+        self._server.state = self.state
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeSendGrid:
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> FakeSendGrid:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- scripting --------------------------------------------------------------------------
+    def fail_next(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
+        """The next ``times`` mail/send requests get ``kind`` (429, 500, 400, 401, hang, accept_hang)."""
+        self.state.faults.extend(Fault(kind, seconds) for _ in range(times))
+
+    def fail_when(self, predicate: Callable[[dict[str, Any]], bool], kind: str, seconds: float = 0.0) -> None:
+        self.state.rules.append((predicate, Fault(kind, seconds)))
+
+    def suppress(self, kind: str, *emails: str) -> None:
+        self.state.suppressed[kind].update(e.lower() for e in emails)
+
+    @property
+    def accepted(self) -> list[Accepted]:
+        return self.state.accepted
+
+    def delivered(self) -> collections.Counter[str]:
+        return self.state.delivered()
+
+    def mail_requests(self) -> int:
+        return sum(1 for m, p in self.state.requests if p == "/v3/mail/send")
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--key", default="SG.test-key")
+    args = parser.parse_args()
+    server = FakeSendGrid(api_key=args.key, fast=args.fast, port=args.port)
+    print(server.url, flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
