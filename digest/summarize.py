@@ -52,6 +52,11 @@ _LIQUID_COMMENT = re.compile(r"{%-?\s*comment\s*-?%}.*?(?:{%-?\s*endcomment\s*-?
 _LIQUID_CODE = re.compile(r"{%-?\s*(?:end)?highlight\b[^%]*%}")
 _LIQUID_TAG = re.compile(r"{%.*?%}", re.S)
 _LIQUID_OUT = re.compile(r"{{.*?}}", re.S)
+# WordPress imports keep shortcodes: a [caption] wraps an image and its caption, never prose.
+_SHORTCODE_BLOCK = re.compile(
+    r"\[(caption|embed|gallery|video|audio|youtube)\b[^\]]*\].*?\[/\1\]", re.S | re.I
+)
+_SHORTCODE = re.compile(r"\[/?(?:caption|embed|gallery|video|audio|youtube|playlist)\b[^\]]*\]", re.I)
 _MDX_LINE = re.compile(r"^(?:import|export)\s.*$", re.M)
 _MDX_COMMENT = re.compile(r"{/\*.*?\*/}", re.S)
 _INVISIBLE = re.compile("[\ufeff\u200b\u200c\u200d\u2060\u00ad]")
@@ -231,6 +236,9 @@ def _clean(text: str, path: str) -> str:
         text = _LIQUID_TAG.sub("", text)
     if "{{" in text:
         text = _LIQUID_OUT.sub("", text)
+    if "[/" in text or "[gallery" in text or "[youtube" in text or "[embed" in text:
+        text = _SHORTCODE_BLOCK.sub("", text)
+        text = _SHORTCODE.sub("", text)
     if path.lower().endswith(".mdx"):
         text = _MDX_LINE.sub("", text)
         text = _MDX_COMMENT.sub("", text)

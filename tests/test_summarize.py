@@ -92,6 +92,11 @@ def test_liquid_and_mdx_are_removed() -> None:
     assert "{" not in item.lead_html and "import" not in item.lead_text
 
 
+def test_wordpress_caption_shortcodes_are_removed() -> None:
+    body = '[caption id="a1" width="650"][![poster](/p.png)](/p.png) *Poster by Aris*[/caption] The ballots are out.'
+    assert lead(body).lead_text == "The ballots are out."
+
+
 def test_liquid_highlight_block_is_code() -> None:
     item = lead("{% highlight ruby %}\nputs 'hi'\n{% endhighlight %}\n\nThe words.")
     assert item.lead_text == "The words."
