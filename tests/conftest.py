@@ -104,3 +104,86 @@ def store(db_url: str, make_config: Callable[..., Config]) -> Iterator[Any]:
         yield opened
     finally:
         opened.dispose()
+
+
+# -- preview (tests/test_preview_server.py, tests/test_cli_preview_serve.py) -------------------
+
+PREVIEW_CONFIG = """\
+[site]
+name = "Test Brief"
+base_url = "https://brief.test"
+timezone = "Europe/London"
+postal_address = "Test Brief, 1 Test Street, London N1 1AA, United Kingdom"
+
+[posts]
+folder = "posts"
+
+[edition]
+output = "build"
+templates = "templates"
+
+[sender]
+backend = "outbox"
+from_email = "brief@brief.test"
+from_name = "Test Brief"
+sending_domain = "brief.test"
+outbox = "build/outbox"
+
+[database]
+url = "sqlite:///digest.db"
+
+[[categories]]
+name = "News"
+
+[[categories]]
+name = "Tech"
+
+[[categories]]
+name = "Data Science"
+"""
+
+PREVIEW_POSTS = {
+    "2026-01-05-harbour.md": ("Harbour reopens after the storm", "News", "2026-01-05 09:00"),
+    "2026-01-06-compiler.md": ("A faster compiler lands", "Tech", "2026-01-06 10:30"),
+    "2026-01-07-notebooks.md": ("Notebooks that explain themselves", "Data Science", "2026-01-07 14:00"),
+    "2026-01-08-council.md": ("Council passes the budget", "News", "2026-01-08 18:15"),
+}
+
+
+class PreviewSite:
+    """A tmp site for the preview: config.toml, a posts folder, an (empty) templates folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config_path = root / "config.toml"
+        self.posts = root / "posts"
+        self.templates = root / "templates"
+        self.out = root / "build"
+        self.posts.mkdir(parents=True, exist_ok=True)
+        self.templates.mkdir(exist_ok=True)
+        self.config_path.write_text(PREVIEW_CONFIG, encoding="utf-8")
+        for name, (title, category, date) in PREVIEW_POSTS.items():
+            self.write_post(name, title, category, date)
+
+    def write_post(self, name: str, title: str, category: str, date: str, body: str = "") -> Path:
+        body = body or (
+            f"{title} is the first paragraph of this post, long enough to be a lead.\n\n"
+            "A second paragraph that the digest leaves out.\n"
+        )
+        path = self.posts / name
+        path.write_text(
+            f'---\ntitle: "{title}"\ncategories: [{category}]\ndate: {date}\n---\n\n{body}',
+            encoding="utf-8",
+        )
+        return path
+
+    def config(self) -> Config:
+        from digest.config import load_config
+
+        return load_config(self.config_path)
+
+
+@pytest.fixture
+def preview_site(tmp_path: Path) -> PreviewSite:
+    """A small site of four posts (News x2, Tech, Data Science) in the week to 2026-01-09."""
+    return PreviewSite(tmp_path / "site")

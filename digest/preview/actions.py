@@ -37,7 +37,7 @@ def subscriber_categories(config: Config, email: str, store: Any = None) -> tupl
         found = subscribers.get(store, email)
     finally:
         if own:
-            store.engine.dispose()
+            store.dispose()
     if found is None:
         raise LookupError_(
             f"No subscriber {email.strip()!r} in the database ({config.database_url.split('?')[0]}); "

@@ -380,7 +380,7 @@ def create_app(settings: PreviewSettings) -> Starlette:
         selection = await run_in_threadpool(server.selection, request.query_params)
         build = await run_in_threadpool(server.build, selection)
         if build.rendered is None:
-            message = build.problem.message if build.problem else "Nothing to show."
+            message = build.problem.text if build.problem else "Nothing to show."
             return HTMLResponse(_frame_message(message), headers={"Cache-Control": "no-store"})
         html = frame_html(build.rendered.html, scheme=selection.scheme, base_url=server.config.web.base_url)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -388,14 +388,14 @@ def create_app(settings: PreviewSettings) -> Starlette:
     async def text(request: Request) -> Response:
         selection = await run_in_threadpool(server.selection, request.query_params)
         build = await run_in_threadpool(server.build, selection)
-        body = build.rendered.text if build.rendered else (build.problem.message if build.problem else "")
+        body = build.rendered.text if build.rendered else (build.problem.text if build.problem else "")
         return PlainTextResponse(body, headers={"Cache-Control": "no-store"})
 
     async def manifest(request: Request) -> Response:
         selection = await run_in_threadpool(server.selection, request.query_params)
         build = await run_in_threadpool(server.build, selection)
         if build.manifest is None:
-            problem = build.problem.message if build.problem else "no manifest"
+            problem = build.problem.text if build.problem else "no manifest"
             return JSONResponse({"error": problem}, status_code=409)
         return JSONResponse(build.manifest)
 
@@ -415,7 +415,7 @@ def create_app(settings: PreviewSettings) -> Starlette:
         build = await run_in_threadpool(server.build, selection)
         if build.rendered is None:
             key = server.flash(
-                "error", "Nothing sent: " + (build.problem.message if build.problem else "no email.")
+                "error", "Nothing sent: " + (build.problem.text if build.problem else "no email.")
             )
         else:
             try:

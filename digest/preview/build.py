@@ -50,6 +50,12 @@ class Problem:
     snippet: tuple[SnippetLine, ...] = ()
     trace: str = ""  # only for errors that are not DigestError (bugs): the traceback helps
 
+    @property
+    def text(self) -> str:
+        """One line with the place first, for the frames, the flash and plain-text routes."""
+        where = f"{self.file}, line {self.line}: " if self.file and self.line else ""
+        return where + self.message
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -238,7 +244,7 @@ def problem_from(exc: BaseException, config: Config, posts_dir: Path | None = No
     path = _locate(file, config, posts_dir)
     return Problem(
         title,
-        message,
+        message[match.end() :].lstrip(": ") or message,  # the file and line are shown apart
         file=str(path or file),
         line=line,
         snippet=_snippet(path, line) if path else (),
