@@ -547,19 +547,36 @@ def iter_subscribers(
     )
     if wanted is not None:
         base = base.where(subscribers.c.status.in_(wanted))
-    if keys is not None:
-        base = base.where(exists().where(sc.c.subscriber_id == subscribers.c.id, sc.c.category_key.in_(keys)))
     base = base.order_by(subscribers.c.id).limit(batch_size)
     last = 0
     while True:
+        query = base.where(subscribers.c.id > last)
+        if keys is not None:
+            # The repeated bound on subscriber_id lets PostgreSQL start the category index scan
+            # at this page instead of at the first reader (which made every page slower).
+            query = query.where(
+                exists().where(
+                    sc.c.subscriber_id == subscribers.c.id,
+                    sc.c.subscriber_id > last,
+                    sc.c.category_key.in_(keys),
+                )
+            )
         with store.reading() as connection:
-            rows = connection.execute(base.where(subscribers.c.id > last)).all()
-        for row in rows:
-            found = tuple(sorted(row.cats.split(_SEP))) if row.cats else ()
-            yield _model(row, found)
+            rows = connection.execute(query).all()
+        # Plain tuple unpacking: attribute access on a million Rows costs seconds.
+        for sid, email, status, name, created_at, confirmed_at, joined in rows:
+            yield Subscriber(
+                sid,
+                email,
+                status,
+                tuple(sorted(joined.split(_SEP))) if joined else (),
+                name,
+                created_at,
+                confirmed_at,
+            )
         if len(rows) < batch_size:
             return
-        last = rows[-1].id
+        last = rows[-1][0]
 
 
 def count_by_category(store: Store, *, statuses: Iterable[str] = ("active",)) -> dict[str, int]:
