@@ -187,3 +187,73 @@ class PreviewSite:
 def preview_site(tmp_path: Path) -> PreviewSite:
     """A small site of four posts (News x2, Tech, Data Science) in the week to 2026-01-09."""
     return PreviewSite(tmp_path / "site")
+
+
+class PreviewServers:
+    """Starts `digest preview --serve` as real processes on free ports; stops them all at the end."""
+
+    AS_OF = "2026-01-09"
+
+    def __init__(self, site: PreviewSite) -> None:
+        self.site = site
+        self.started: list[Any] = []
+
+    def start(self, *extra: str, as_of: str | None = AS_OF) -> tuple[Any, str]:
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        args = [sys.executable, "-m", "digest", "--config", str(self.site.config_path), "preview", "--serve"]
+        args += ["--host", "127.0.0.1", "--port", str(port), *(["--as-of", as_of] if as_of else []), *extra]
+        env = {**os.environ, "DIGEST_SECRET": "preview-test-secret", "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            args, cwd=self.site.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                output = proc.stdout.read().decode() if proc.stdout else ""
+                raise AssertionError(f"preview server exited with {proc.returncode}:\n{output}")
+            try:
+                if httpx.get(url + "/state", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("preview server did not answer within 20 s")
+
+    @staticmethod
+    def stop(proc: Any) -> int:
+        """Ctrl+C, as a person would; the server must be gone within 10 s."""
+        import signal
+        import subprocess
+
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise AssertionError("preview server ignored Ctrl+C for 10 s") from None
+        return int(proc.returncode)
+
+
+@pytest.fixture
+def preview_servers(preview_site: PreviewSite) -> Iterator[PreviewServers]:
+    """``preview_servers.start()`` -> (process, base URL) of `digest preview --serve` on preview_site."""
+    servers = PreviewServers(preview_site)
+    try:
+        yield servers
+    finally:
+        for proc in servers.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -12,11 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -261,63 +256,11 @@ def test_against_shows_the_diff_in_the_page(preview_site, tmp_path):
 # -- the real server, in headless Chromium ------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(site: Any, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """`digest preview --serve` as a real process on a free port; returns it and its URL."""
-    port = free_port()
-    env = {**os.environ, "DIGEST_SECRET": "preview-test-secret", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "digest", "--config", str(site.config_path), "preview", "--serve"),
-            *("--host", "127.0.0.1", "--port", str(port), "--as-of", AS_OF, *extra),
-        ],
-        cwd=site.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            output = proc.stdout.read().decode() if proc.stdout else ""
-            raise AssertionError(f"preview server exited with {proc.returncode}:\n{output}")
-        try:
-            if httpx.get(url + "/state", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    stop_server(proc)
-    raise AssertionError("preview server did not answer within 20 s")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> int:
-    """Ctrl+C, as a person would; the server must go within a few seconds."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("preview server ignored Ctrl+C for 10 s") from None
-    return proc.returncode
-
-
 @pytest.fixture
-def server(preview_site: Any) -> Iterator[tuple[Any, str]]:
-    proc, url = start_server(preview_site)
-    try:
-        yield preview_site, url
-    finally:
-        stop_server(proc)
+def server(preview_site: Any, preview_servers: Any) -> Iterator[tuple[Any, str]]:
+    proc, url = preview_servers.start()
+    yield preview_site, url
+    assert preview_servers.stop(proc) == 0
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import webbrowser
 from datetime import datetime
 from pathlib import Path
@@ -188,7 +189,9 @@ def _serve(
             app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
         )
     )
-    uv.run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl+C after a clean shutdown
+        uv.run()
+    click.echo("Preview stopped.")
 
 
 def _print_report(console: Console, config: Config, edition: Edition, *, total: int) -> None:
