@@ -17,7 +17,7 @@ from digest.config import Config, config_from_dict
 API_KEY = "SG.test-key-not-secret"
 
 
-def make_config(root: Path, **sections: dict[str, Any]) -> Config:
+def send_config(root: Path, **sections: dict[str, Any]) -> Config:
     """A config under ``root`` with fast retries, a SQLite file and six categories."""
     data: dict[str, Any] = {
         "site": {"name": "The Test Brief", "base_url": "https://brief.example.com"},
@@ -47,4 +47,63 @@ def fake_sendgrid(monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> Iterat
         yield server
 
 
-__all__ = ["API_KEY", "fake_sendgrid", "fast_retries", "make_config"]
+# -- a small site with posts and subscribers -------------------------------------------------
+
+AS_OF = "2026-01-09T12:00:00+00:00"  # the window is the 7 days before: ISO week 2026-W02
+POSTS = {
+    "us-budget.md": ("Budget talks stall", "US", "2026-01-05 09:00"),
+    "eu-rates.md": ("ECB holds rates", "Europe, Markets", "2026-01-06 10:30"),
+    "asia-chips.md": ("A new chip plant", "Asia, Technology", "2026-01-07 14:00"),
+    "climate-grid.md": ("Grid storage doubles", "Climate", "2026-01-08 18:15"),
+    "old.md": ("Last week's news", "US", "2025-12-20 08:00"),
+}
+
+
+def write_posts(folder: Path, posts: dict[str, tuple[str, str, str]] | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (title, cats, date) in (posts or POSTS).items():
+        (folder / name).write_text(
+            f'---\ntitle: "{title}"\ncategories: [{cats}]\ndate: {date}\n---\n\n'
+            f"{title}: the first paragraph, long enough to be a lead for the digest.\n\nMore.\n",
+            encoding="utf-8",
+        )
+
+
+class SendSite:
+    """tmp config + posts + migrated SQLite store; ``add(email, cats)`` makes an active reader."""
+
+    def __init__(self, root: Path, **sections: dict[str, Any]) -> None:
+        from digest.store import open_store
+
+        self.root = root
+        write_posts(root / "posts")
+        self.config = send_config(root, **sections)
+        self.store = open_store(self.config)
+
+    def add(self, email: str, categories: str | list[str]) -> Any:
+        from digest import subscribers
+
+        sub, _ = subscribers.subscribe(self.store, self.config, email, categories, source="cli", confirmed=True)
+        return sub
+
+    def add_many(self, n: int, *, seed: int = 1) -> list[str]:
+        import random
+
+        rng = random.Random(seed)
+        names = [c.name for c in self.config.categories]
+        emails = []
+        for i in range(n):
+            email = f"reader{i:05d}@example.org"
+            self.add(email, rng.sample(names, rng.randint(1, 3)))
+            emails.append(email)
+        return emails
+
+
+@pytest.fixture
+def send_site(tmp_path: Path, fast_retries: None) -> Iterator[SendSite]:
+    site = SendSite(tmp_path)
+    yield site
+    site.store.dispose()
+
+
+__all__ = ["API_KEY", "AS_OF", "SendSite", "fake_sendgrid", "fast_retries", "send_config", "send_site", "write_posts"]

@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from send_fixtures import *  # noqa: F403  (fixtures)
-from send_fixtures import make_config
+from send_fixtures import send_config
 
 from digest.errors import ProviderAuthError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL
@@ -53,7 +53,7 @@ def _check(msg: EmailMessage, to: str = "ada@example.org") -> None:
 
 
 def test_outbox_files_parse_back_with_both_parts_and_headers(tmp_path: Path) -> None:
-    sender = make_sender(make_config(tmp_path), outbox=tmp_path / "out")
+    sender = make_sender(send_config(tmp_path), outbox=tmp_path / "out")
     mid = sender.send_one(_message())
     files = list((tmp_path / "out").glob("*.eml"))
     assert len(files) == 1 and "ada_at_example.org" in files[0].name
@@ -65,7 +65,7 @@ def test_outbox_files_parse_back_with_both_parts_and_headers(tmp_path: Path) -> 
 
 
 def test_outbox_batch_fills_personal_links(tmp_path: Path) -> None:
-    sender = make_sender(make_config(tmp_path, sender={"outbox": "mail"}))
+    sender = make_sender(send_config(tmp_path, sender={"outbox": "mail"}))
     batch = BatchMessage(
         subject="Hi",
         html=f"<a href='{PREFERENCES_URL}'>prefs</a> <a href='{UNSUBSCRIBE_URL}'>unsub</a>",
@@ -182,7 +182,7 @@ def smtp_server(
 
 
 def _smtp_config(tmp_path: Path, server: Any, **extra: Any) -> Any:
-    return make_config(
+    return send_config(
         tmp_path,
         sender={
             "smtp_host": "localhost" if server.security != "none" else "127.0.0.1",
@@ -222,7 +222,7 @@ def test_smtp_wrong_password_stops(
 def test_smtp_unreachable_gives_up_after_retries(tmp_path: Path, fast_retries: None) -> None:
     from digest.errors import SendError
 
-    config = make_config(
+    config = send_config(
         tmp_path,
         sender={
             "smtp_host": "127.0.0.1",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fake_sendgrid import FakeSendGrid, validate_mail
 from send_fixtures import *  # noqa: F403  (fixtures)
-from send_fixtures import make_config
+from send_fixtures import send_config
 
 from digest.errors import ConfigError, ProviderAuthError, SendError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL
@@ -46,7 +46,7 @@ def _batch(n: int, *, start: int = 0, **kw: object) -> BatchMessage:
 
 
 def _sender(tmp_path: Path) -> SendGridSender:
-    sender = make_sender(make_config(tmp_path), "sendgrid")
+    sender = make_sender(send_config(tmp_path), "sendgrid")
     assert isinstance(sender, SendGridSender)
     return sender
 
@@ -128,7 +128,7 @@ def test_500_forever_gives_up_after_max_retries(fake_sendgrid: FakeSendGrid, tmp
 
 
 def test_hang_times_out_and_retries(fake_sendgrid: FakeSendGrid, tmp_path: Path) -> None:
-    config = make_config(tmp_path, sender={"timeout_seconds": 0.3})
+    config = send_config(tmp_path, sender={"timeout_seconds": 0.3})
     fake_sendgrid.fail_next("hang", times=1, seconds=1.0)
     make_sender(config, "sendgrid").send_batch(_batch(3))
     assert len(fake_sendgrid.accepted) == 1
@@ -168,7 +168,7 @@ def test_wrong_key_is_401(
 def test_missing_key_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
     with pytest.raises(ConfigError, match="SENDGRID_API_KEY"):
-        make_sender(make_config(tmp_path), "sendgrid")
+        make_sender(send_config(tmp_path), "sendgrid")
 
 
 def test_suppressions_are_paged(fake_sendgrid: FakeSendGrid, tmp_path: Path) -> None:

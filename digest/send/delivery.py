@@ -1,0 +1,1194 @@
+"""Delivering an edition: every active subscriber gets their own categories' email, exactly once.
+
+How a send goes:
+
+1. The edition gets a stable id (the ISO week its window ends in, e.g. ``2026-W02``) and a row
+   in ``editions``. A run takes the row's lock (``lock_owner``/``lock_expires``, a conditional
+   UPDATE, renewed as batches go out), so two runs of one edition cannot both send. A lock left
+   by a process that died on this host is taken over at once; one held elsewhere expires.
+2. Subscribers stream from the database in id order (``subscribers.iter_subscribers``). Anyone
+   already ``sent`` or ``in_flight`` for this edition is passed over, so a rerun only sends to
+   those not yet sent (failed and skipped readers are looked at again).
+3. Each reader's email is built from their category set, minus any post the ``received_posts``
+   ledger says they already have. Each distinct (categories, posts left out) is built and
+   rendered once through ``digest.pipeline`` and reused; only the personal links differ, filled
+   per recipient (SendGrid substitutions, or string replacement for SMTP and the outbox).
+   Nothing new for a reader: no email (``skipped``), or a short note if
+   ``edition.nothing_new = "note"``. Addresses on SendGrid's suppression lists (pulled before
+   the send, dry runs included) are skipped and marked in the database.
+4. Recipients of one rendered email go out in batches of at most 1,000. For every batch, in one
+   transaction *before* the request: a ``batches`` row ``in_flight``, each reader's
+   ``deliveries`` row ``in_flight``, and their ``received_posts`` ledger rows. After the answer,
+   in one transaction: ``accepted`` / ``sent`` with the provider's message id, or ``failed``
+   with the error (and the ledger rows taken back, so those posts can still reach them).
+
+The crash choice. If the process dies between the provider accepting a batch and step 4's
+second transaction, the batch stays ``in_flight``. We cannot tell whether the provider took it,
+and SendGrid has no idempotency key to ask with. A rerun therefore **does not resend in-flight
+batches**: it reports them (edition, batch, recipients, since when) and sends to everyone else.
+An unwanted duplicate in many inboxes is worse than one missing digest, which an operator can
+still send after checking the provider's activity feed: ``resend_in_flight=True``
+(``digest send --resend-in-flight``) sends those batches again. At most one batch (1,000
+readers) per crashed run is affected, because a batch is only in flight during its request.
+Retries inside one run (429, 5xx, a refused connection) are safe; a retry after a *timeout* can,
+rarely, duplicate, which is why the timeout is generous (``sender.timeout_seconds``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+
+from digest import pipeline
+from digest.config import Config
+from digest.errors import DigestError, EmptyEditionError, ProviderAuthError, SendError
+from digest.links import LinkMaker
+from digest.model import (
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    Edition,
+    LoadResult,
+    RenderedEdition,
+    Subscriber,
+)
+from digest.send.base import ONE_CLICK, BatchMessage, OutgoingMessage, Recipient, Sender, make_sender
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+LOCK_SECONDS = 300
+# Recipients held back waiting for their group's batch to fill. Past this, the biggest groups go
+# out part-full: more requests, but memory stays bounded however many readers there are.
+MAX_BUFFERED = 200_000
+NOTHING_NEW = "nothing new in their categories"
+ALL = "all"
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InFlightBatch:
+    """A batch a previous run sent without recording the answer (see the crash choice above)."""
+
+    id: int
+    category_set: str
+    recipients: int
+    since: datetime | None
+
+
+@dataclass
+class Progress:
+    processed: int  # subscribers looked at
+    total: int | None  # active subscribers when the run began
+    sent: int
+    skipped: int
+    failed: int
+
+
+@dataclass
+class SendSummary:
+    """What a run did: counts, reasons, and what needs a decision."""
+
+    edition_id: str
+    dry_run: bool = False
+    sender: str = ""
+    sent: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> readers
+    failed: Counter[str] = field(default_factory=Counter)  # reason -> readers
+    already_sent: int = 0
+    batches: int = 0
+    batches_failed: int = 0
+    requests: int = 0
+    category_sets: int = 0
+    renders: int = 0
+    in_flight: list[InFlightBatch] = field(default_factory=list)
+    resent_in_flight: int = 0
+    stopped: str = ""  # why the run stopped early (bad key), or ""
+    send_at: datetime | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.stopped and not self.failed and not self.in_flight
+
+    def __str__(self) -> str:
+        verb = "would send" if self.dry_run else "sent"
+        parts = [f"{self.sent} {verb} in {self.batches} batch(es)"]
+        if self.already_sent:
+            parts.append(f"{self.already_sent} already sent earlier")
+        if self.skipped:
+            parts.append(f"{self.skipped_total} skipped ({_reasons(self.skipped)})")
+        if self.failed:
+            parts.append(f"{self.failed_total} failed ({_reasons(self.failed)})")
+        text = "; ".join(parts) + "."
+        if self.in_flight:
+            n = sum(b.recipients for b in self.in_flight)
+            text += (
+                f" {len(self.in_flight)} batch(es) ({n} readers) were in flight when an earlier run "
+                "stopped and were not resent; check the provider's activity, then use "
+                "--resend-in-flight if they did not go out."
+            )
+        if self.stopped:
+            text += f" Stopped: {self.stopped}"
+        for note in self.notes:
+            text += f" Note: {note}."
+        return text
+
+
+def _reasons(counter: Counter[str]) -> str:
+    return ", ".join(f"{reason}: {n}" for reason, n in counter.most_common())
+
+
+# -- the edition lock -----------------------------------------------------------------------
+
+
+class EditionLock:
+    """``editions.lock_owner``/``lock_expires`` as a lease: taken with one conditional UPDATE."""
+
+    def __init__(self, store: Any, edition_id: str, *, seconds: int = LOCK_SECONDS) -> None:
+        self.store = store
+        self.edition_id = edition_id
+        self.seconds = seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._renewed = 0.0
+
+    def acquire(self) -> None:
+        from digest.store import editions, utcnow
+
+        now = utcnow()
+        with self.store.session() as s:
+            row = s.execute(
+                select(editions.c.lock_owner, editions.c.lock_expires).where(editions.c.id == self.edition_id)
+            ).first()
+            stale_owner = (
+                row.lock_owner if row and row.lock_owner and _owner_is_dead(row.lock_owner) else None
+            )
+            free = or_(editions.c.lock_owner.is_(None), editions.c.lock_expires < now)
+            if stale_owner:
+                free = or_(free, editions.c.lock_owner == stale_owner)
+            taken = s.execute(
+                update(editions)
+                .where(editions.c.id == self.edition_id, free)
+                .values(lock_owner=self.owner, lock_expires=now + timedelta(seconds=self.seconds))
+            ).rowcount
+        if taken != 1:
+            until = row.lock_expires.isoformat(timespec="seconds") if row and row.lock_expires else "?"
+            raise SendError(
+                f"Edition {self.edition_id} is being sent by another run ({row.lock_owner if row else '?'}, "
+                f"lock held until {until}). Wait for it to finish, or run `digest status "
+                f"{self.edition_id}` to see its progress."
+            )
+        self._renewed = time.monotonic()
+
+    def renew(self, *, force: bool = False) -> None:
+        """Extend the lease (at most every few seconds); raises if another run took it over."""
+        if not force and time.monotonic() - self._renewed < 5:
+            return
+        from digest.store import editions, utcnow
+
+        with self.store.session() as s:
+            ok = s.execute(
+                update(editions)
+                .where(editions.c.id == self.edition_id, editions.c.lock_owner == self.owner)
+                .values(lock_expires=utcnow() + timedelta(seconds=self.seconds))
+            ).rowcount
+        if ok != 1:
+            raise SendError(f"Lost the lock on edition {self.edition_id} to another run; stopping.")
+        self._renewed = time.monotonic()
+
+    def release(self) -> None:
+        from digest.store import editions
+
+        with self.store.session() as s:
+            s.execute(
+                update(editions)
+                .where(editions.c.id == self.edition_id, editions.c.lock_owner == self.owner)
+                .values(lock_owner=None, lock_expires=None)
+            )
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """A lock owner on this host whose process no longer exists (it was killed)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+# -- building the emails --------------------------------------------------------------------
+
+
+@dataclass
+class _Variant:
+    """One rendered email: a category set, minus posts some readers already have."""
+
+    key: tuple[tuple[str, ...], frozenset[str]]
+    rendered: RenderedEdition | None  # None: nothing new for these readers
+    post_ids: tuple[str, ...]
+    category_set: str
+    note: bool = False
+
+
+class _Builder:
+    """Builds and renders each (category set, posts left out) once."""
+
+    def __init__(
+        self, config: Config, *, window: tuple[datetime, datetime], edition_id: str, posts: LoadResult
+    ):
+        self.config = config
+        self.window = window
+        self.edition_id = edition_id
+        self.posts = posts
+        start, end = window
+        # Every post that can be in this edition: what the ledger is asked about.
+        self.candidates = frozenset(p.path for p in posts.posts if p.published and start <= p.date < end)
+        self._cache: dict[tuple[tuple[str, ...], frozenset[str]], _Variant] = {}
+        self.category_sets: set[tuple[str, ...]] = set()
+        self.renders = 0
+
+    def variant(self, categories: tuple[str, ...], exclude: frozenset[str]) -> _Variant:
+        key = (categories, exclude)
+        found = self._cache.get(key)
+        if found is not None:
+            return found
+        self.category_sets.add(categories)
+        posts = self.posts
+        if exclude:
+            posts = LoadResult(tuple(p for p in posts.posts if p.path not in exclude), posts.skipped)
+        edition = pipeline.build_edition(
+            self.config,
+            as_of=self.window[1],
+            categories=list(categories) or None,
+            window=self.window,
+            edition_id=self.edition_id,
+            posts=posts,
+        )
+        label = category_label(categories)
+        if edition.post_count == 0:
+            if self.config.edition.nothing_new == "note":
+                variant = _Variant(key, nothing_new_note(self.config, edition), (), label, note=True)
+            else:
+                variant = _Variant(key, None, (), label)
+        else:
+            try:
+                rendered = pipeline.render(self.config, edition)
+            except EmptyEditionError:
+                rendered = None
+            self.renders += 1
+            variant = _Variant(key, rendered, tuple(i.post_path for i in edition.items), label)
+        self._cache[key] = variant
+        return variant
+
+
+def category_label(categories: Sequence[str]) -> str:
+    """How a category set is written in the database and reports: keys joined by ', '."""
+    return ", ".join(categories) if categories else ALL
+
+
+def nothing_new_note(config: Config, edition: Edition) -> RenderedEdition:
+    """The short note for a reader with nothing new (edition.nothing_new = "note")."""
+    from html import escape
+
+    site = config.site
+    subject = f"{site.name}: nothing new this week"
+    text = (
+        f"Nothing new in your categories this week.\n\n"
+        f"Choose your categories: {PREFERENCES_URL}\nUnsubscribe: {UNSUBSCRIBE_URL}\n\n{site.postal_address}\n"
+    )
+    html = (
+        f'<!doctype html><html lang="{escape(site.language)}"><body>'
+        f"<p>Nothing new in your categories this week.</p>"
+        f'<p><a href="{PREFERENCES_URL}">Choose your categories</a> · '
+        f'<a href="{UNSUBSCRIBE_URL}">Unsubscribe</a></p>'
+        f"<p>{escape(site.postal_address)}</p></body></html>"
+    )
+    return RenderedEdition(subject=subject, preheader="", html=html, text=text)
+
+
+class _Personaliser:
+    """Per-recipient links and headers; one HMAC per link."""
+
+    def __init__(self, config: Config, edition_id: str) -> None:
+        self.links = LinkMaker.from_config(config)
+        mailto = config.sender.unsubscribe_mailto.strip()
+        if mailto and not mailto.startswith("mailto:"):
+            mailto = f"mailto:{mailto}"
+        self.mailto = f", <{mailto}?subject=unsubscribe>" if mailto else ""
+        self.edition_id = edition_id
+
+    def recipient(self, sub: Subscriber) -> Recipient:
+        unsubscribe = self.links.unsubscribe_url(sub.email)
+        return Recipient(
+            email=sub.email,
+            substitutions={
+                PREFERENCES_URL: self.links.preferences_url(sub.email),
+                UNSUBSCRIBE_URL: unsubscribe,
+            },
+            headers={"List-Unsubscribe": f"<{unsubscribe}>{self.mailto}", "List-Unsubscribe-Post": ONE_CLICK},
+            custom_args={"subscriber_id": str(sub.id)},
+            name=sub.name,
+        )
+
+
+# -- the database side ----------------------------------------------------------------------
+
+
+class _Ledger:
+    """The tables the delivery engine writes: batches, deliveries, received_posts."""
+
+    def __init__(self, store: Any, edition_id: str) -> None:
+        from digest import store as st
+
+        self.store = store
+        self.st = st
+        self.edition_id = edition_id
+        if store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        self._upsert = upsert
+
+    def done_in_range(self, first: int, last: int) -> set[int]:
+        """Subscribers in [first, last] already sent or in flight for this edition."""
+        d = self.st.deliveries
+        with self.store.reading() as c:
+            rows = c.execute(
+                select(d.c.subscriber_id).where(
+                    d.c.edition_id == self.edition_id,
+                    d.c.subscriber_id.between(first, last),
+                    d.c.state.in_(("sent", "in_flight")),
+                )
+            )
+            return {r[0] for r in rows}
+
+    def received(self, first: int, last: int, candidates: Iterable[str]) -> dict[int, set[str]]:
+        """Which of this edition's posts each subscriber in [first, last] already received."""
+        cands = list(candidates)
+        if not cands:
+            return {}
+        rp = self.st.received_posts
+        found: dict[int, set[str]] = {}
+        with self.store.reading() as c:
+            rows = c.execute(
+                select(rp.c.subscriber_id, rp.c.post_id).where(
+                    rp.c.subscriber_id.between(first, last),
+                    rp.c.post_id.in_(cands),
+                    or_(rp.c.edition_id.is_(None), rp.c.edition_id != self.edition_id),
+                )
+            )
+            for sid, pid in rows:
+                found.setdefault(sid, set()).add(pid)
+        return found
+
+    def _upsert_deliveries(self, session: Any, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        d = self.st.deliveries
+        stmt = self._upsert(d)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[d.c.edition_id, d.c.subscriber_id],
+            set_={
+                "state": stmt.excluded.state,
+                "batch_id": stmt.excluded.batch_id,
+                "category_set": stmt.excluded.category_set,
+                "provider_message_id": stmt.excluded.provider_message_id,
+                "error": stmt.excluded.error,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        session.execute(stmt, rows)
+
+    def skip(self, subs: list[tuple[int, str, str]]) -> None:
+        """Record readers passed over: (subscriber id, category set, reason)."""
+        now = self.st.utcnow()
+        rows = [
+            {
+                "edition_id": self.edition_id,
+                "subscriber_id": sid,
+                "state": "skipped",
+                "batch_id": None,
+                "category_set": cats,
+                "provider_message_id": None,
+                "error": reason,
+                "updated_at": now,
+            }
+            for sid, cats, reason in subs
+        ]
+        with self.store.session() as s:
+            self._upsert_deliveries(s, rows)
+
+    def begin_batch(self, category_set: str, ids: list[int], post_ids: Sequence[str]) -> int:
+        """The batch and its readers in flight, and the ledger rows, before the request."""
+        st = self.st
+        now = st.utcnow()
+        with self.store.session() as s:
+            batch_id = s.execute(
+                insert(st.batches)
+                .values(
+                    edition_id=self.edition_id,
+                    category_set=category_set,
+                    state="in_flight",
+                    recipients=len(ids),
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(st.batches.c.id)
+            ).scalar_one()
+            self._upsert_deliveries(
+                s,
+                [
+                    {
+                        "edition_id": self.edition_id,
+                        "subscriber_id": sid,
+                        "state": "in_flight",
+                        "batch_id": batch_id,
+                        "category_set": category_set,
+                        "provider_message_id": None,
+                        "error": None,
+                        "updated_at": now,
+                    }
+                    for sid in ids
+                ],
+            )
+            if post_ids:
+                rp = st.received_posts
+                stmt = self._upsert(rp).on_conflict_do_nothing(
+                    index_elements=[rp.c.subscriber_id, rp.c.post_id]
+                )
+                s.execute(
+                    stmt,
+                    [
+                        {
+                            "subscriber_id": sid,
+                            "post_id": pid,
+                            "edition_id": self.edition_id,
+                            "received_at": now,
+                        }
+                        for sid in ids
+                        for pid in post_ids
+                    ],
+                )
+        return int(batch_id)
+
+    def finish_batch(
+        self, batch_id: int, *, message_id: str | None, failed: dict[int, str], error: str | None = None
+    ) -> None:
+        """Record the answer: accepted (minus per-reader refusals) or failed as a whole."""
+        st = self.st
+        d, b = st.deliveries, st.batches
+        now = st.utcnow()
+        mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == batch_id)
+        with self.store.session() as s:
+            if error is not None:
+                s.execute(
+                    update(b)
+                    .where(b.c.id == batch_id)
+                    .values(state="failed", error=error[:2000], updated_at=now)
+                )
+                ids = [r[0] for r in s.execute(select(d.c.subscriber_id).where(mine))]
+                s.execute(update(d).where(mine).values(state="failed", error=error[:2000], updated_at=now))
+                self._forget(s, ids)
+                return
+            s.execute(
+                update(b)
+                .where(b.c.id == batch_id)
+                .values(state="accepted", provider_message_id=message_id, updated_at=now)
+            )
+            s.execute(
+                update(d)
+                .where(mine, d.c.state == "in_flight")
+                .values(state="sent", provider_message_id=message_id, updated_at=now)
+            )
+            for sid, reason in failed.items():
+                s.execute(
+                    update(d)
+                    .where(mine, d.c.subscriber_id == sid)
+                    .values(state="failed", provider_message_id=None, error=reason[:2000], updated_at=now)
+                )
+            self._forget(s, list(failed))
+
+    def per_recipient_ids(self, batch_id: int, message_ids: dict[int, str]) -> None:
+        """SMTP and the outbox give each reader their own message id."""
+        d = self.st.deliveries
+        with self.store.session() as s:
+            for sid, mid in message_ids.items():
+                s.execute(
+                    update(d)
+                    .where(d.c.edition_id == self.edition_id, d.c.subscriber_id == sid)
+                    .values(provider_message_id=mid)
+                )
+
+    def _forget(self, session: Any, ids: list[int]) -> None:
+        """Take back ledger rows this edition wrote for readers who did not get it."""
+        rp = self.st.received_posts
+        for chunk in _chunks(ids, 500):
+            session.execute(
+                delete(rp).where(rp.c.edition_id == self.edition_id, rp.c.subscriber_id.in_(chunk))
+            )
+
+    def in_flight(self) -> list[InFlightBatch]:
+        b = self.st.batches
+        with self.store.reading() as c:
+            rows = c.execute(
+                select(b.c.id, b.c.category_set, b.c.recipients, b.c.created_at)
+                .where(b.c.edition_id == self.edition_id, b.c.state == "in_flight")
+                .order_by(b.c.id)
+            ).all()
+        return [InFlightBatch(r.id, r.category_set, r.recipients, r.created_at) for r in rows]
+
+    def release_in_flight(self, batch_ids: list[int]) -> None:
+        """``resend_in_flight``: give those readers back to the queue (and their posts back)."""
+        st = self.st
+        d, b = st.deliveries, st.batches
+        now = st.utcnow()
+        with self.store.session() as s:
+            for bid in batch_ids:
+                mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == bid)
+                ids = [r[0] for r in s.execute(select(d.c.subscriber_id).where(mine))]
+                s.execute(update(d).where(mine).values(state="pending", batch_id=None, updated_at=now))
+                s.execute(
+                    update(b)
+                    .where(b.c.id == bid)
+                    .values(
+                        state="failed",
+                        error="in flight when a run stopped; resent on request",
+                        updated_at=now,
+                    )
+                )
+                self._forget(s, ids)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    variant: _Variant
+    members: list[Subscriber] = field(default_factory=list)
+
+
+class _Run:
+    def __init__(
+        self,
+        config: Config,
+        store: Any,
+        *,
+        edition_id: str,
+        window: tuple[datetime, datetime],
+        posts: LoadResult,
+        sender: Sender | None,
+        sender_name: str,
+        dry_run: bool,
+        send_at: datetime | None,
+        resend_in_flight: bool,
+        progress: Callable[[Progress], None] | None,
+        batch_size: int,
+        max_buffered: int,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.edition_id = edition_id
+        self.window = window
+        self.sender = sender
+        self.dry_run = dry_run
+        self.send_at = send_at
+        self.resend_in_flight = resend_in_flight
+        self.progress = progress
+        self.batch_size = min(batch_size, BATCH_SIZE)
+        self.max_buffered = max_buffered
+        self.builder = _Builder(config, window=window, edition_id=edition_id, posts=posts)
+        self.personaliser = _Personaliser(config, edition_id)
+        self.ledger = _Ledger(store, edition_id)
+        self.summary = SendSummary(edition_id, dry_run=dry_run, sender=sender_name, send_at=send_at)
+        self.groups: dict[tuple[tuple[str, ...], frozenset[str]], _Group] = {}
+        self.buffered = 0
+        self.processed = 0
+        self.total: int | None = None
+        self.lock: EditionLock | None = None
+        self.suppressed: dict[str, str] = {}
+        self.sendgrid_batch_id: str | None = None
+
+    # the steps
+
+    def run(self) -> SendSummary:
+        started = time.monotonic()
+        from digest import subscribers as subs
+
+        self.total = subs.count_by_status(self.store).get("active", 0)
+        self._pull_suppressions()
+        if not self.dry_run:
+            self._prepare_edition()
+        try:
+            if not self.dry_run:
+                self._in_flight()
+                self._mark_suppressed()
+            self._stream(subs.iter_subscribers(self.store, statuses=("active",), batch_size=self.batch_size))
+            self._flush_all()
+            if not self.dry_run:
+                self._finish_edition()
+        except ProviderAuthError as exc:
+            self.summary.stopped = str(exc)
+            raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+            if self.sender is not None and hasattr(self.sender, "requests"):
+                self.summary.requests = int(self.sender.requests)
+            self.summary.category_sets = len(self.builder.category_sets)
+            self.summary.renders = self.builder.renders
+            self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    def _pull_suppressions(self) -> None:
+        """SendGrid's bounce, spam report and global unsubscribe lists, before anything is built."""
+        fetch = getattr(self.sender, "suppressions", None)
+        if fetch is None:
+            return
+        self.suppressed = fetch()
+
+    def _prepare_edition(self) -> None:
+        from digest import editions as edition_store
+        from digest.schedule import Window
+        from digest.store import editions
+
+        record = edition_store.get_edition(self.store, self.edition_id)
+        if record is None:
+            all_edition = pipeline.build_edition(
+                self.config,
+                as_of=self.window[1],
+                window=self.window,
+                edition_id=self.edition_id,
+                posts=self.builder.posts,
+            )
+            manifest = pipeline.manifest(all_edition, None, self.config)
+            record = edition_store.record_edition(
+                self.store, edition_id=self.edition_id, window=Window(*self.window), manifest=manifest
+            )
+        if record.status == "cancelled":
+            raise SendError(
+                f"Edition {self.edition_id} was cancelled; it will not be sent. Its posts go in the next edition."
+            )
+        self.lock = EditionLock(self.store, self.edition_id)
+        self.lock.acquire()
+        values: dict[str, Any] = {"status": "sending"} if record.status == "building" else {}
+        if self.send_at is not None:
+            with self.store.reading() as c:
+                existing = c.execute(
+                    select(editions.c.sendgrid_batch_id).where(editions.c.id == self.edition_id)
+                ).scalar()
+            new_batch = getattr(self.sender, "new_batch_id", None)
+            if new_batch is None:
+                raise SendError(
+                    "--send-at needs the sendgrid sender (scheduled sends are a SendGrid feature)."
+                )
+            self.sendgrid_batch_id = existing or new_batch()
+            values.update(sendgrid_batch_id=self.sendgrid_batch_id, send_at=self.send_at)
+        if values:
+            with self.store.session() as s:
+                s.execute(update(editions).where(editions.c.id == self.edition_id).values(**values))
+
+    def _in_flight(self) -> None:
+        batches = self.ledger.in_flight()
+        if not batches:
+            return
+        if self.resend_in_flight:
+            self.ledger.release_in_flight([b.id for b in batches])
+            self.summary.resent_in_flight = sum(b.recipients for b in batches)
+            log.warning(
+                "Resending %d in-flight batch(es) of edition %s on request", len(batches), self.edition_id
+            )
+        else:
+            self.summary.in_flight = batches
+            log.warning(
+                "Edition %s: %d batch(es) were in flight when a run stopped; not resending them",
+                self.edition_id,
+                len(batches),
+            )
+
+    def _mark_suppressed(self) -> None:
+        """Readers on SendGrid's lists get our matching status, so nothing else mails them either."""
+        if not self.suppressed:
+            return
+        from digest import subscribers as subs
+        from digest.errors import StoreError
+
+        for email, status in self.suppressed.items():
+            current = None
+            try:
+                current = subs.get(self.store, email)
+            except StoreError:
+                continue
+            if current is not None and current.status == "active":
+                subs.set_status(
+                    self.store, email, status, source="sendgrid", detail={"via": "suppression list"}
+                )
+
+    def _stream(self, readers: Iterable[Subscriber]) -> None:
+        page: list[Subscriber] = []
+        for sub in readers:
+            page.append(sub)
+            if len(page) >= self.batch_size:
+                self._page(page)
+                page = []
+        if page:
+            self._page(page)
+
+    def _page(self, page: list[Subscriber]) -> None:
+        first, last = page[0].id, page[-1].id
+        done = self.ledger.done_in_range(first, last)
+        received = self.ledger.received(first, last, self.builder.candidates)
+        skipped: list[tuple[int, str, str]] = []
+        for sub in page:
+            self.processed += 1
+            if sub.id in done:
+                self.summary.already_sent += 1
+                continue
+            suppressed = self.suppressed.get(sub.email.casefold())
+            label = category_label(sub.categories)
+            if suppressed:
+                self.summary.skipped[f"on SendGrid's {suppressed} list"] += 1
+                skipped.append((sub.id, label, f"suppressed by SendGrid ({suppressed})"))
+                continue
+            have = received.get(sub.id)
+            variant = self.builder.variant(sub.categories, frozenset(have) if have else frozenset())
+            if variant.rendered is None:
+                self.summary.skipped[NOTHING_NEW] += 1
+                skipped.append((sub.id, label, NOTHING_NEW))
+                continue
+            group = self.groups.get(variant.key)
+            if group is None:
+                group = self.groups[variant.key] = _Group(variant)
+            group.members.append(sub)
+            self.buffered += 1
+            if len(group.members) >= self.batch_size:
+                self._flush(group)
+        if skipped and not self.dry_run:
+            self.ledger.skip(skipped)
+        while self.buffered > self.max_buffered:
+            self._flush(max(self.groups.values(), key=lambda g: len(g.members)))
+        self._report()
+
+    def _flush_all(self) -> None:
+        for group in list(self.groups.values()):
+            if group.members:
+                self._flush(group)
+        self._report()
+
+    def _flush(self, group: _Group) -> None:
+        members, group.members = group.members, []
+        self.buffered -= len(members)
+        for chunk in _chunks(members, self.batch_size):
+            self._send_batch(group.variant, chunk)
+
+    def _send_batch(self, variant: _Variant, members: list[Subscriber]) -> None:
+        rendered = variant.rendered
+        assert rendered is not None
+        recipients = [self.personaliser.recipient(s) for s in members]
+        batch = BatchMessage(
+            subject=rendered.subject,
+            html=rendered.html,
+            text=rendered.text,
+            recipients=recipients,
+            categories=("digest", self.edition_id),
+            custom_args={"edition": self.edition_id},
+            send_at=int(self.send_at.timestamp()) if self.send_at else None,
+            batch_id=self.sendgrid_batch_id,
+        )
+        self.summary.batches += 1
+        if self.dry_run:
+            builder = getattr(self.sender, "batch_body", None)
+            if builder is not None:
+                builder(batch)  # the same limits a real send checks
+            self.summary.sent += len(members)
+            return
+        assert self.lock is not None
+        self.lock.renew()
+        ids = [s.id for s in members]
+        by_email = {s.email: s.id for s in members}
+        batch_row = self.ledger.begin_batch(variant.category_set, ids, variant.post_ids)
+        assert self.sender is not None
+        try:
+            result = self.sender.send_batch(batch)
+        except ProviderAuthError as exc:
+            self.ledger.finish_batch(batch_row, message_id=None, failed={}, error=str(exc))
+            self.summary.failed["provider refused the API key"] += len(members)
+            raise
+        except SendError as exc:
+            self.ledger.finish_batch(batch_row, message_id=None, failed={}, error=str(exc))
+            self.summary.batches_failed += 1
+            self.summary.failed[_reason(str(exc))] += len(members)
+            log.warning("Batch %d of edition %s failed: %s", batch_row, self.edition_id, exc)
+            return
+        failed = {by_email[e]: reason for e, reason in result.failed.items() if e in by_email}
+        ids_seen = set(result.message_ids.values())
+        message_id = next(iter(ids_seen)) if len(ids_seen) == 1 else None
+        self.ledger.finish_batch(batch_row, message_id=message_id, failed=failed)
+        if len(ids_seen) > 1:
+            self.ledger.per_recipient_ids(batch_row, {by_email[e]: m for e, m in result.message_ids.items()})
+        for reason in failed.values():
+            self.summary.failed[_reason(reason)] += 1
+        self.summary.sent += len(members) - len(failed)
+
+    def _finish_edition(self) -> None:
+        """Everyone was looked at: the edition is sent (failures and in-flight stay reported)."""
+        from digest.store import editions, utcnow
+
+        with self.store.session() as s:
+            s.execute(
+                update(editions)
+                .where(editions.c.id == self.edition_id, editions.c.status.in_(("building", "sending")))
+                .values(status="sent", sent_at=utcnow())
+            )
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            s = self.summary
+            self.progress(
+                Progress(self.processed, self.total, s.sent, s.skipped_total + s.already_sent, s.failed_total)
+            )
+
+
+def _reason(message: str) -> str:
+    """A failure message shortened to a reason that groups well in the summary."""
+    text = message.split(": ", 1)[-1] if message.count(": ") and "@" in message.split(": ", 1)[0] else message
+    return text[:120]
+
+
+# -- public API -----------------------------------------------------------------------------
+
+
+def resolve_window(config: Config, as_of: datetime, store: Any | None = None, edition_id: str | None = None):  # type: ignore[no-untyped-def]
+    """The edition id and window for a run at ``as_of``: a stored edition's window wins (a rerun)."""
+    from digest.select import window_for
+
+    start, end = window_for(as_of, config.edition.window_days)
+    eid = edition_id or pipeline.edition_id_for(end)
+    if store is not None:
+        from digest import editions as edition_store
+
+        record = edition_store.get_edition(store, eid)
+        if record is not None:
+            return eid, (record.window_start, record.window_end)
+    return eid, (start, end)
+
+
+def deliver(
+    config: Config,
+    store: Any,
+    *,
+    as_of: datetime | None = None,
+    edition_id: str | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    posts: LoadResult | None = None,
+    sender: Sender | None = None,
+    sender_name: str | None = None,
+    outbox: str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
+    send_at: datetime | None = None,
+    resend_in_flight: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+    max_buffered: int = MAX_BUFFERED,
+) -> SendSummary:
+    """Send edition ``edition_id`` (default: the ISO week of ``as_of``) to every active subscriber.
+
+    Safe to run again: only readers not yet sent get it. Raises ProviderAuthError (the key is
+    wrong: nothing more can go out) and SendError (another run holds the edition's lock).
+    """
+    if as_of is None:
+        as_of = datetime.now(UTC)
+    if window is None or edition_id is None:
+        eid, win = resolve_window(config, as_of, store, edition_id)
+        edition_id = edition_id or eid
+        window = window or win
+    if send_at is not None:
+        if send_at.tzinfo is None:
+            raise SendError("--send-at needs a time zone (or is read in site.timezone by the CLI).")
+        ahead = (send_at - datetime.now(UTC)).total_seconds()
+        if ahead > 72 * 3600:
+            raise SendError("--send-at can be at most 72 hours ahead (SendGrid's limit).")
+    name = sender_name or (sender.name if sender is not None else config.sender.backend)
+    notes: list[str] = []
+    if sender is None and not dry_run:
+        sender = make_sender(config, name, outbox=outbox)
+    elif sender is None and name == "sendgrid":
+        # A dry run still asks SendGrid for its suppression lists, so the counts match a real send.
+        try:
+            sender = make_sender(config, name)
+        except DigestError as exc:
+            notes.append(f"SendGrid's suppression lists were not checked ({exc})")
+    loaded = posts if posts is not None else pipeline.load(config)
+    run = _Run(
+        config,
+        store,
+        edition_id=edition_id,
+        window=window,
+        posts=loaded,
+        sender=sender,
+        sender_name=name,
+        dry_run=dry_run,
+        send_at=send_at,
+        resend_in_flight=resend_in_flight,
+        progress=progress,
+        batch_size=batch_size,
+        max_buffered=max_buffered,
+    )
+    run.summary.notes.extend(notes)
+    try:
+        return run.run()
+    finally:
+        if sender is not None:
+            sender.close()
+
+
+def deliver_due(
+    config: Config,
+    store: Any,
+    *,
+    edition: Edition,
+    due: Any,
+    posts: LoadResult,
+    sender_name: str | None = None,
+    dry_run: bool = False,
+    **kwargs: Any,
+) -> SendSummary:
+    """What ``digest run`` calls: send the edition the scheduler worked out (its id and window)."""
+    return deliver(
+        config,
+        store,
+        as_of=edition.window_end,
+        edition_id=edition.id,
+        window=(edition.window_start, edition.window_end),
+        posts=posts,
+        sender_name=sender_name,
+        dry_run=dry_run,
+        **kwargs,
+    )
+
+
+def send_test(
+    config: Config,
+    *,
+    address: str,
+    categories: Sequence[str] | None = None,
+    as_of: datetime | None = None,
+    sender: Sender | None = None,
+    sender_name: str | None = None,
+    outbox: str | os.PathLike[str] | None = None,
+) -> str:
+    """One copy of a category set's email to ``address``, subject marked [TEST]; nothing recorded."""
+    as_of = as_of or datetime.now(UTC)
+    eid, window = resolve_window(config, as_of)
+    edition = pipeline.build_edition(
+        config, as_of=window[1], categories=list(categories or ()) or None, window=window, edition_id=eid
+    )
+    rendered = pipeline.render(config, edition)
+    personaliser = _Personaliser(config, eid)
+    r = personaliser.recipient(
+        Subscriber(id=0, email=address, status="active", categories=tuple(categories or ()))
+    )
+    batch = BatchMessage(
+        subject=f"[TEST] {rendered.subject}",
+        html=rendered.html,
+        text=rendered.text,
+        recipients=[r],
+        categories=("digest-test", eid),
+        custom_args={"edition": eid, "test": "1"},
+    )
+    message: OutgoingMessage = batch.personalise(r)
+    own = sender is None
+    sender = sender or make_sender(config, sender_name, outbox=outbox)
+    try:
+        return sender.send_one(message)
+    finally:
+        if own:
+            sender.close()
+
+
+@dataclass
+class EditionStatus:
+    """What `digest status` shows."""
+
+    edition_id: str
+    status: str
+    window_start: datetime
+    window_end: datetime
+    sent_at: datetime | None
+    send_at: datetime | None
+    sendgrid_batch_id: str | None
+    lock_owner: str | None
+    deliveries: dict[str, int]  # state -> readers
+    reasons: dict[str, int]  # error/skip reason -> readers (failed and skipped)
+    batches: dict[str, int]  # state -> batches
+    in_flight: list[InFlightBatch]
+    category_sets: dict[str, int]  # category set -> readers sent
+
+
+def edition_status(store: Any, edition_id: str) -> EditionStatus:
+    from sqlalchemy import func
+
+    from digest.store import batches, deliveries, editions
+
+    with store.reading() as c:
+        row = c.execute(select(editions).where(editions.c.id == edition_id)).first()
+        if row is None:
+            raise SendError(f"No edition {edition_id!r} in the database; `digest send` creates it.")
+        states = dict(
+            c.execute(
+                select(deliveries.c.state, func.count())
+                .where(deliveries.c.edition_id == edition_id)
+                .group_by(deliveries.c.state)
+            ).all()
+        )
+        reasons = dict(
+            c.execute(
+                select(deliveries.c.error, func.count())
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.state.in_(("failed", "skipped")))
+                .group_by(deliveries.c.error)
+            ).all()
+        )
+        batch_states = dict(
+            c.execute(
+                select(batches.c.state, func.count())
+                .where(batches.c.edition_id == edition_id)
+                .group_by(batches.c.state)
+            ).all()
+        )
+        sets = dict(
+            c.execute(
+                select(deliveries.c.category_set, func.count())
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == "sent")
+                .group_by(deliveries.c.category_set)
+            ).all()
+        )
+    return EditionStatus(
+        edition_id=edition_id,
+        status=row.status,
+        window_start=row.window_start,
+        window_end=row.window_end,
+        sent_at=row.sent_at,
+        send_at=row.send_at,
+        sendgrid_batch_id=row.sendgrid_batch_id,
+        lock_owner=row.lock_owner if row.lock_expires and row.lock_expires > datetime.now(UTC) else None,
+        deliveries={str(k): int(v) for k, v in states.items()},
+        reasons={str(k or "?"): int(v) for k, v in reasons.items()},
+        batches={str(k): int(v) for k, v in batch_states.items()},
+        in_flight=_Ledger(store, edition_id).in_flight(),
+        category_sets={str(k): int(v) for k, v in sets.items()},
+    )
+
+
+def cancel(config: Config, store: Any, edition_id: str, *, sender: Sender | None = None) -> EditionStatus:
+    """Cancel a scheduled (--send-at) edition at SendGrid while it still allows, and record it.
+
+    The edition becomes ``cancelled`` (the scheduler leaves it alone; its posts go in the next
+    edition), its deliveries ``skipped`` ("cancelled") and its ledger rows are taken back.
+    """
+    from digest.store import deliveries, editions, received_posts, utcnow
+
+    with store.reading() as c:
+        row = c.execute(select(editions).where(editions.c.id == edition_id)).first()
+    if row is None:
+        raise SendError(f"No edition {edition_id!r} in the database; nothing to cancel.")
+    if row.status == "cancelled":
+        return edition_status(store, edition_id)
+    if not row.sendgrid_batch_id:
+        raise SendError(
+            f"Edition {edition_id} was not scheduled with --send-at, so it cannot be cancelled: "
+            "what was sent is already on its way."
+        )
+    if row.send_at and row.send_at <= datetime.now(UTC):
+        raise SendError(f"Edition {edition_id} was due at {row.send_at:%Y-%m-%d %H:%M} UTC and has gone out.")
+    own = sender is None
+    sender = sender or make_sender(config, "sendgrid")
+    try:
+        cancel_scheduled = getattr(sender, "cancel_scheduled", None)
+        if cancel_scheduled is None:
+            raise SendError("Cancelling needs the sendgrid sender.")
+        try:
+            cancel_scheduled(row.sendgrid_batch_id)
+        except SendError as exc:
+            raise SendError(
+                f"SendGrid would not cancel edition {edition_id} ({exc}). A scheduled send can only be "
+                "cancelled until about 10 minutes before its time."
+            ) from None
+    finally:
+        if own:
+            sender.close()
+    now = utcnow()
+    with store.session() as s:
+        s.execute(update(editions).where(editions.c.id == edition_id).values(status="cancelled"))
+        s.execute(
+            update(deliveries)
+            .where(deliveries.c.edition_id == edition_id, deliveries.c.state.in_(("sent", "in_flight")))
+            .values(state="skipped", error="cancelled", updated_at=now)
+        )
+        s.execute(delete(received_posts).where(received_posts.c.edition_id == edition_id))
+    return edition_status(store, edition_id)
+
+
+def summary_json(summary: SendSummary) -> str:
+    """The summary as JSON (for logs and the scheduler)."""
+    data = {
+        "edition": summary.edition_id,
+        "dry_run": summary.dry_run,
+        "sent": summary.sent,
+        "already_sent": summary.already_sent,
+        "skipped": dict(summary.skipped),
+        "failed": dict(summary.failed),
+        "batches": summary.batches,
+        "requests": summary.requests,
+        "in_flight": [b.id for b in summary.in_flight],
+        "seconds": round(summary.seconds, 3),
+    }
+    return json.dumps(data, sort_keys=True)
+
+
+__all__ = [
+    "DigestError",
+    "EditionStatus",
+    "InFlightBatch",
+    "Progress",
+    "SendSummary",
+    "cancel",
+    "deliver",
+    "deliver_due",
+    "edition_status",
+    "send_test",
+]
