@@ -408,3 +408,18 @@ def test_browser_reloads_when_a_post_or_template_changes(browser, server):
         expect_frame_has(page, 600, "New chips ship")
     finally:
         page.close()
+
+
+def test_send_test_with_a_posts_override_sends_what_the_page_shows(preview_site, tmp_path):
+    from digest.send.outbox import read_outbox
+
+    other = tmp_path / "other-posts"
+    other.mkdir()
+    shutil.copy(preview_site.posts / "2026-01-07-notebooks.md", other)
+    with client_for(preview_site, posts_dir=other) as client:
+        assert 'id="subject">Test Brief: 1 new post<' in client.get("/").text
+        client.post("/send-test", data={"address": "editor@example.com"})
+    (message,) = read_outbox(preview_site.out / "outbox")
+    assert message["Subject"] == "[TEST] Test Brief: 1 new post"
+    assert message["List-Unsubscribe"].startswith("<http")
+    assert "Notebooks that explain themselves" in message.get_body(("html",)).get_content()

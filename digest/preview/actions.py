@@ -6,7 +6,8 @@ editor previews and tests exactly what readers will get.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from digest.config import Config
@@ -56,22 +57,49 @@ def send_test(
     address: str,
     *,
     categories: Sequence[str] = (),
+    as_of: datetime | None = None,
+    same_posts: bool = True,
     sender_name: str | None = None,
 ) -> str:
-    """Send the rendered edition to one address through the configured sender; return a receipt.
+    """Send the edition shown to one address through the configured sender; return a receipt.
 
-    Uses ``digest.send.delivery``'s test-send when it is there (the same path as
-    `digest send --test`), else builds the message here: real signed links for the address,
-    the List-Unsubscribe headers, and "[TEST]" before the subject.
+    Goes through ``digest.send.delivery.send_test`` (the path of `digest send --test`) when the
+    page shows the config's own posts folder; with a --posts override that function would read
+    other posts, so the message is built here from the rendered edition the page shows, with the
+    same personal links, List-Unsubscribe headers and "[TEST]" subject.
     """
     address = address.strip()
     if "@" not in address or " " in address:
         raise LookupError_(f"{address!r} is not an email address; type the address to send the test to.")
-    delivered = _via_delivery(config, rendered, address, categories)
-    if delivered is not None:
-        return delivered
+    from digest.send import make_sender
+
+    sender = make_sender(config, sender_name)
+    try:
+        delivery = _delivery_send_test() if same_posts and as_of is not None else None
+        if delivery is not None:
+            message_id = delivery(
+                config, address=address, categories=list(categories), as_of=as_of, sender=sender
+            )
+        else:
+            message_id = sender.send_one(_message(config, rendered, address, categories))
+    finally:
+        sender.close()
+    where = f" (outbox {config.path(config.sender.outbox)})" if sender.name == "outbox" else ""
+    return f"Sent a test to {address} via {sender.name}{where}; message id {message_id}."
+
+
+def _delivery_send_test() -> Callable[..., str] | None:
+    try:
+        from digest.send.delivery import send_test as delivered
+    except ImportError:  # pragma: no cover - delivery ships with digest
+        return None
+    return delivered
+
+
+def _message(config: Config, rendered: RenderedEdition, address: str, categories: Sequence[str]) -> Any:
+    """The test message built from an already rendered edition (see send_test)."""
     from digest.links import LinkMaker
-    from digest.send import OutgoingMessage, make_sender
+    from digest.send import OutgoingMessage
 
     links = LinkMaker.from_config(config)
     preferences, unsubscribe = links.preferences_url(address), links.unsubscribe_url(address)
@@ -79,37 +107,14 @@ def send_test(
     def fill(text: str) -> str:
         return text.replace(PREFERENCES_URL, preferences).replace(UNSUBSCRIBE_URL, unsubscribe)
 
-    unsub = f"<{unsubscribe}>"
-    if config.sender.unsubscribe_mailto:
-        unsub += f", <mailto:{config.sender.unsubscribe_mailto}?subject=unsubscribe>"
-    message = OutgoingMessage(
+    mailto = config.sender.unsubscribe_mailto.strip().removeprefix("mailto:")
+    unsub = f"<{unsubscribe}>" + (f", <mailto:{mailto}?subject=unsubscribe>" if mailto else "")
+    return OutgoingMessage(
         to=address,
         subject=TEST_PREFIX + fill(rendered.subject),
         html=fill(rendered.html),
         text=fill(rendered.text),
         headers={"List-Unsubscribe": unsub, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
-        categories=("test",),
+        categories=("digest-test",),
         custom_args={"test": "1", "categories": ",".join(categories)},
     )
-    sender = make_sender(config, sender_name)
-    try:
-        message_id = sender.send_one(message)
-    finally:
-        sender.close()
-    where = f" (outbox {config.path(config.sender.outbox)})" if sender.name == "outbox" else ""
-    return f"Sent a test to {address} via {sender.name}{where}; message id {message_id}."
-
-
-def _via_delivery(
-    config: Config, rendered: RenderedEdition, address: str, categories: Sequence[str]
-) -> str | None:
-    """The delivery module's test-send, if it has landed with a signature this page can call."""
-    try:
-        from digest.send import delivery  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    func = getattr(delivery, "send_test_rendered", None)
-    if func is None:
-        return None
-    result = func(config, rendered, address, categories=tuple(categories))
-    return str(result)

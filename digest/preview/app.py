@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import threading
@@ -420,7 +421,15 @@ def create_app(settings: PreviewSettings) -> Starlette:
         else:
             try:
                 receipt = await run_in_threadpool(
-                    actions.send_test, server.config, build.rendered, address, categories=selection.categories
+                    functools.partial(
+                        actions.send_test,
+                        server.config,
+                        build.rendered,
+                        address,
+                        categories=selection.categories,
+                        as_of=build.as_of,
+                        same_posts=settings.posts_dir is None,
+                    )
                 )
                 key = server.flash("ok", receipt)
             except Exception as exc:
