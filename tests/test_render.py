@@ -478,3 +478,45 @@ def test_ten_post_edition_renders_quickly(renderer: Renderer) -> None:
         renderer.render(edition)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.010
+
+
+# -- assembling many category sets from pieces ---------------------------------------------------
+
+
+def test_assembler_matches_render_for_every_category_set(tmp_path: Path) -> None:
+    """EditionAssembler (used by a send) gives byte for byte what Renderer.render gives."""
+    import itertools
+
+    config = site_config(tmp_path)
+    renderer = Renderer(config)
+    assembler = renderer.assembler()
+    names = ["US & Canada", "Europe", HOSTILE, "Asia"]
+    pool = {
+        name: [make_item(10 * i + j, title=f"{name} {j} ‘q’ & <i>") for j in range(3)]
+        for i, name in enumerate(names)
+    }
+    editions = []
+    for k in range(1, len(names) + 1):
+        for chosen in itertools.combinations(names, k):
+            sections = tuple(Section(n, tuple(pool[n][: 1 + len(chosen) % 3])) for n in chosen)
+            editions.append(make_edition(*sections, categories=chosen))
+    editions.append(golden_edition())
+    for edition in editions * 2:  # the second round comes from the caches
+        assert assembler.render(edition) == renderer.render(edition)
+    assert assembler.direct == 0
+    assert assembler.assembled == 2 * len(editions)
+    with pytest.raises(EmptyEditionError):
+        assembler.render(make_edition(categories=("Europe",)))
+
+
+def test_assembler_falls_back_when_the_template_uses_categories_in_logic(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    source = (Path(__file__).parent.parent / "templates" / "edition.mjml.j2").read_text(encoding="utf-8")
+    source = source.replace("<mj-title>", "<mj-title>{% if 'Europe' in edition.categories %}EU {% endif %}")
+    (templates / "edition.mjml.j2").write_text(source, encoding="utf-8")
+    renderer = Renderer(site_config(tmp_path, edition={"templates": str(templates)}))
+    assembler = renderer.assembler()
+    for categories in (("Europe",), ("US",), ("Europe", "US")):
+        edition = make_edition(Section("Europe", (make_item(1),)), categories=categories)
+        assert assembler.render(edition) == renderer.render(edition)
