@@ -69,6 +69,33 @@ def write_posts(folder: Path, posts: dict[str, tuple[str, str, str]] | None = No
         )
 
 
+def config_toml(root: Path, *, sender: str = "outbox", extra: str = "") -> Path:
+    """The same config as send_config, as a config.toml file (for the CLI in a subprocess)."""
+    path = root / "config.toml"
+    path.write_text(
+        f"""categories = ["US", "Europe", "Asia", "Markets", "Technology", "Climate"]
+[site]
+name = "The Test Brief"
+base_url = "https://brief.example.com"
+[sender]
+backend = "{sender}"
+from_email = "brief@example.com"
+from_name = "Test Brief"
+outbox = "out"
+max_retries = 4
+[database]
+url = "sqlite:///{root / "digest.db"}"
+[web]
+base_url = "https://brief.example.com"
+[posts]
+folder = "posts"
+cache = ".cache"
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
 class SendSite:
     """tmp config + posts + migrated SQLite store; ``add(email, cats)`` makes an active reader."""
 
@@ -83,7 +110,9 @@ class SendSite:
     def add(self, email: str, categories: str | list[str]) -> Any:
         from digest import subscribers
 
-        sub, _ = subscribers.subscribe(self.store, self.config, email, categories, source="cli", confirmed=True)
+        sub, _ = subscribers.subscribe(
+            self.store, self.config, email, categories, source="cli", confirmed=True
+        )
         return sub
 
     def add_many(self, n: int, *, seed: int = 1) -> list[str]:
@@ -106,4 +135,13 @@ def send_site(tmp_path: Path, fast_retries: None) -> Iterator[SendSite]:
     site.store.dispose()
 
 
-__all__ = ["API_KEY", "AS_OF", "SendSite", "fake_sendgrid", "fast_retries", "send_config", "send_site", "write_posts"]
+__all__ = [
+    "API_KEY",
+    "AS_OF",
+    "SendSite",
+    "fake_sendgrid",
+    "fast_retries",
+    "send_config",
+    "send_site",
+    "write_posts",
+]

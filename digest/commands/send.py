@@ -1,0 +1,282 @@
+"""`digest send`, `digest status` and `digest cancel`: deliver an edition, see it, stop a scheduled one.
+
+A thin shell over ``digest.send.delivery``: parse options, show a progress bar and a summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as Bar
+from rich.table import Table
+
+from digest import pipeline
+from digest.config import Config
+from digest.errors import DigestError, EmptyEditionError
+from digest.select import parse_as_of
+
+
+def _config(backend: str | None) -> Config:
+    config: Config = click.get_current_context().obj.config
+    if backend and backend != config.sender.backend:
+        config = dataclasses.replace(config, sender=dataclasses.replace(config.sender, backend=backend))
+    return config
+
+
+def _moment(config: Config, value: str | None) -> datetime:
+    return parse_as_of(value, config.tz) if value else datetime.now(config.tz)
+
+
+def _check(console: Console, config: Config, as_of: datetime) -> bool:
+    """The deliverability check on the all-categories email; False when it finds errors."""
+    from digest.check import check_edition, has_errors
+    from digest.commands.check import print_findings
+    from digest.send.delivery import resolve_window
+
+    eid, window = resolve_window(config, as_of)
+    edition = pipeline.build_edition(config, as_of=window[1], window=window, edition_id=eid)
+    try:
+        rendered = pipeline.render(config, edition)
+    except EmptyEditionError:
+        return True  # nothing for anyone: the delivery engine says so per reader
+    findings = check_edition(rendered, config)
+    problems = [f for f in findings if f.level != "ok"]
+    if problems:
+        print_findings(console, problems)
+    return not has_errors(findings)
+
+
+@click.command("send")
+@click.option("--as-of", "as_of", metavar="DATE[THH:MM]", help="End of the edition's window [default: now].")
+@click.option(
+    "--dry-run", is_flag=True, help="Build every message, count recipients and batches, send nothing."
+)
+@click.option(
+    "--test", "test_address", metavar="ADDRESS", help="Send one copy (subject marked [TEST]) here only."
+)
+@click.option("--categories", metavar="A,B", help="With --test: the category set to send [default: all].")
+@click.option(
+    "--sender",
+    "sender_name",
+    type=click.Choice(["sendgrid", "smtp", "outbox"]),
+    help="Override sender.backend.",
+)
+@click.option("--outbox", "outbox", type=click.Path(file_okay=False), help="Folder for the outbox sender.")
+@click.option(
+    "--send-at", "send_at", metavar="DATE[THH:MM]", help="Schedule at SendGrid (at most 72 h ahead)."
+)
+@click.option("--resend-in-flight", is_flag=True, help="Resend batches an interrupted run left in flight.")
+def send_command(
+    as_of: str | None,
+    dry_run: bool,
+    test_address: str | None,
+    categories: str | None,
+    sender_name: str | None,
+    outbox: str | None,
+    send_at: str | None,
+    resend_in_flight: bool,
+) -> None:
+    """Send the edition to every active subscriber, each with their own categories, exactly once.
+
+    The edition is the week ending at --as-of (default now), named by its ISO week, e.g.
+    2026-W02. Running it again sends only to readers who have not had it. Batches an
+    interrupted run left "in flight" are reported, not resent (the provider may have taken
+    them); --resend-in-flight sends them again once you have checked.
+
+    Example: digest send --dry-run
+
+    Example: digest send --test me@example.com --categories US,Markets
+
+    Example: digest send --as-of 2026-01-12T07:00 --sender sendgrid --send-at 2026-01-12T09:00
+    """
+    from digest.send import delivery
+
+    config = _config(sender_name)
+    console = Console()
+    moment = _moment(config, as_of)
+    if test_address:
+        from digest.subscribers import split_categories
+
+        cats = split_categories(config, categories) if categories else []
+        message_id = delivery.send_test(
+            config, address=test_address, categories=cats, as_of=moment, outbox=outbox
+        )
+        console.print(
+            f"Sent a test copy ({', '.join(cats) or 'all categories'}) to {test_address} "
+            f"through {config.sender.backend} (message id {message_id})."
+        )
+        return
+    if categories:
+        raise click.UsageError(
+            "--categories goes with --test; a real send uses each reader's own categories."
+        )
+    when = parse_as_of(send_at, config.tz) if send_at else None
+    if not dry_run and not _check(console, config, moment):
+        raise DigestError("Not sent: the deliverability check found errors (see above).")
+
+    from digest.store import open_store
+
+    store = open_store(config)
+    try:
+        with Bar(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn(
+                "sent {task.fields[sent]} · skipped {task.fields[skipped]} · failed {task.fields[failed]}"
+            ),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal,
+        ) as bar:
+            task = bar.add_task("Dry run" if dry_run else "Sending", total=None, sent=0, skipped=0, failed=0)
+
+            def progress(p: delivery.Progress) -> None:
+                bar.update(
+                    task,
+                    completed=p.processed,
+                    total=p.total,
+                    sent=p.sent,
+                    skipped=p.skipped,
+                    failed=p.failed,
+                )
+
+            summary = delivery.deliver(
+                config,
+                store,
+                as_of=moment,
+                sender_name=config.sender.backend,
+                outbox=Path(outbox) if outbox else None,
+                dry_run=dry_run,
+                send_at=when,
+                resend_in_flight=resend_in_flight,
+                progress=progress,
+            )
+    finally:
+        store.dispose()
+    print_summary(console, summary)
+    if summary.failed or summary.in_flight:
+        raise click.exceptions.Exit(1)
+
+
+def print_summary(console: Console, summary: Any) -> None:
+    title = f"Edition {summary.edition_id}" + (" (dry run: nothing sent)" if summary.dry_run else "")
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("Outcome")
+    table.add_column("Readers", justify="right")
+    table.add_row("would be sent" if summary.dry_run else "sent", str(summary.sent))
+    if summary.already_sent:
+        table.add_row("already sent by an earlier run", str(summary.already_sent))
+    for reason, n in summary.skipped.most_common():
+        table.add_row(f"skipped: {reason}", str(n))
+    for reason, n in summary.failed.most_common():
+        table.add_row(f"[red]failed: {reason}[/]", str(n))
+    for batch in summary.in_flight:
+        table.add_row(
+            f"[yellow]in flight (batch {batch.id}, {batch.category_set}), not resent[/]",
+            str(batch.recipients),
+        )
+    console.print(table)
+    extra = (
+        f"{summary.batches} batch(es), {summary.category_sets} category set(s), {summary.renders} render(s)"
+    )
+    if summary.requests:
+        extra += f", {summary.requests} request(s)"
+    console.print(f"{extra}, {summary.seconds:.1f}s via {summary.sender}.")
+    if summary.send_at:
+        console.print(
+            f"Scheduled for {summary.send_at:%Y-%m-%d %H:%M %Z}; `digest cancel {summary.edition_id}` stops it."
+        )
+    if summary.in_flight:
+        console.print(
+            "[yellow]Batches were in flight when an earlier run stopped. They were probably delivered; check "
+            "the provider's activity feed, then run again with --resend-in-flight if they were not.[/]"
+        )
+    if summary.failed:
+        console.print("[red]Some readers were not sent.[/] Run the same command again to retry only them.")
+    for note in summary.notes:
+        console.print(f"Note: {note}.")
+
+
+@click.command("status")
+@click.argument("edition_id", metavar="EDITION")
+def status_command(edition_id: str) -> None:
+    """Show what was sent for an edition: readers by state, reasons, batches, anything in flight.
+
+    Example: digest status 2026-W02
+    """
+    from digest.send.delivery import edition_status
+    from digest.store import open_store
+
+    config = _config(None)
+    console = Console()
+    store = open_store(config)
+    try:
+        st = edition_status(store, edition_id)
+    finally:
+        store.dispose()
+    tz = config.tz
+    console.print(
+        f"[bold]Edition {st.edition_id}[/]: {st.status}; window {st.window_start.astimezone(tz):%Y-%m-%d %H:%M} "
+        f"to {st.window_end.astimezone(tz):%Y-%m-%d %H:%M} {tz}"
+    )
+    if st.sent_at:
+        console.print(f"Finished {st.sent_at.astimezone(tz):%Y-%m-%d %H:%M %Z}.")
+    if st.send_at:
+        console.print(
+            f"Scheduled at SendGrid for {st.send_at.astimezone(tz):%Y-%m-%d %H:%M %Z} (batch {st.sendgrid_batch_id})."
+        )
+    if st.lock_owner:
+        console.print(f"[yellow]A run is sending it now ({st.lock_owner}).[/]")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("Readers")
+    table.add_column("Count", justify="right")
+    for state in ("sent", "in_flight", "failed", "skipped", "pending"):
+        if st.deliveries.get(state):
+            table.add_row(state.replace("_", " "), str(st.deliveries[state]))
+    for reason, n in sorted(st.reasons.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  {reason}", str(n))
+    console.print(table)
+    if st.category_sets:
+        sets = Table(show_header=True, header_style="bold")
+        sets.add_column("Category set")
+        sets.add_column("Sent", justify="right")
+        for name, n in sorted(st.category_sets.items(), key=lambda kv: -kv[1]):
+            sets.add_row(name, str(n))
+        console.print(sets)
+    console.print("Batches: " + (", ".join(f"{k} {v}" for k, v in sorted(st.batches.items())) or "none"))
+    for batch in st.in_flight:
+        console.print(
+            f"[yellow]Batch {batch.id} ({batch.category_set}, {batch.recipients} readers) is in flight since "
+            f"{batch.since:%Y-%m-%d %H:%M} UTC[/]: `digest send --resend-in-flight` resends it if it did not go out."
+        )
+
+
+@click.command("cancel")
+@click.argument("edition_id", metavar="EDITION")
+def cancel_command(edition_id: str) -> None:
+    """Cancel an edition scheduled with --send-at, while SendGrid still allows (until ~10 min before).
+
+    Example: digest cancel 2026-W02
+    """
+    from digest.send.delivery import cancel
+    from digest.store import open_store
+
+    config = _config(None)
+    store = open_store(config)
+    try:
+        st = cancel(config, store, edition_id)
+    finally:
+        store.dispose()
+    Console().print(
+        f"Edition {edition_id} cancelled at SendGrid (batch {st.sendgrid_batch_id}); nothing of it will be "
+        "delivered. Its posts go in the next edition."
+    )
