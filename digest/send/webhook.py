@@ -1,0 +1,173 @@
+"""SendGrid's Event Webhook, as pure functions the web app mounts.
+
+SendGrid signs each POST: header ``X-Twilio-Email-Event-Webhook-Signature`` is a base64 ECDSA
+(P-256, SHA-256, DER) signature over the ``X-Twilio-Email-Event-Webhook-Timestamp`` header
+value followed by the raw request body; the verification key (Mail Settings > Event Webhook)
+is a base64 DER public key. We verify over the *raw bytes*, never re-serialised JSON.
+
+Replays are refused twice over: a timestamp older than ``max_age`` fails verification, and
+every event is recorded under its ``sg_event_id``, so one seen before changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+MAX_AGE_SECONDS = 600
+# event -> the subscriber status it means; anything else is only recorded
+STATUS_FOR_EVENT = {
+    "bounce": "bounced",
+    "spamreport": "complained",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+
+
+def load_public_key(key: str | bytes) -> ec.EllipticCurvePublicKey:
+    """A key as SendGrid shows it (base64 DER), or as PEM; ValueError if it is neither."""
+    text = key.decode("ascii") if isinstance(key, bytes) else key
+    text = text.strip()
+    if "BEGIN PUBLIC KEY" in text:
+        loaded = load_pem_public_key(text.encode("ascii"))
+    else:
+        try:
+            der = base64.b64decode("".join(text.split()), validate=True)
+        except binascii.Error:
+            raise ValueError("the webhook public key is neither PEM nor base64") from None
+        loaded = load_der_public_key(der)
+    if not isinstance(loaded, ec.EllipticCurvePublicKey):
+        raise ValueError("the webhook public key is not an elliptic-curve (ECDSA) key")
+    return loaded
+
+
+def verify_signature(
+    public_key_pem_or_b64: str | bytes | ec.EllipticCurvePublicKey,
+    payload: bytes,
+    signature_b64: str,
+    timestamp: str,
+    *,
+    max_age: float | None = MAX_AGE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """True only for a valid signature over ``timestamp + payload`` made within ``max_age`` seconds."""
+    if not signature_b64 or not timestamp:
+        return False
+    try:
+        key = (
+            public_key_pem_or_b64
+            if isinstance(public_key_pem_or_b64, ec.EllipticCurvePublicKey)
+            else load_public_key(public_key_pem_or_b64)
+        )
+        signature = base64.b64decode(signature_b64, validate=True)
+        key.verify(signature, timestamp.encode("utf-8") + payload, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, binascii.Error, TypeError):
+        return False
+    if max_age is not None:
+        try:
+            sent = float(timestamp)
+        except ValueError:
+            return False
+        if abs((time.time() if now is None else now) - sent) > max_age:
+            return False
+    return True
+
+
+@dataclass
+class WebhookSummary:
+    received: int = 0
+    recorded: int = 0
+    duplicates: int = 0
+    marked: Counter[str] = field(default_factory=Counter)  # status -> subscribers marked
+    unknown: int = 0  # events about addresses we do not have
+    kinds: Counter[str] = field(default_factory=Counter)
+
+
+def _event_id(event: dict[str, Any]) -> str:
+    """sg_event_id, or (for events without one) a hash of the event itself."""
+    eid = event.get("sg_event_id")
+    if isinstance(eid, str) and eid:
+        return eid[:200]
+    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
+
+
+def record_events(store: Any, events: list[dict[str, Any]]) -> WebhookSummary:
+    """Record each event once (by sg_event_id) and mark bounced/complained/unsubscribed readers.
+
+    A bounce of type ``blocked`` is temporary (the receiving server said "not now") and only
+    recorded; a real bounce, a spam report and an unsubscribe end the subscription.
+    """
+    from digest import subscribers
+    from digest.errors import StoreError
+    from digest.store import provider_events, utcnow
+
+    if store.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+
+    summary = WebhookSummary()
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        summary.received += 1
+        kind = str(event.get("event") or "unknown")[:32]
+        summary.kinds[kind] += 1
+        email = event.get("email") if isinstance(event.get("email"), str) else None
+        at = None
+        if isinstance(event.get("timestamp"), int | float):
+            at = datetime.fromtimestamp(event["timestamp"], UTC)
+        stmt = (
+            insert(provider_events)
+            .values(
+                id=_event_id(event),
+                kind=kind,
+                email=email,
+                at=at,
+                payload=json.dumps(event, sort_keys=True)[:20000],
+                processed_at=utcnow(),
+            )
+            .on_conflict_do_nothing(index_elements=[provider_events.c.id])
+        )
+        with store.session() as s:
+            new = s.execute(stmt).rowcount == 1
+        if not new:
+            summary.duplicates += 1
+            continue
+        summary.recorded += 1
+        status = STATUS_FOR_EVENT.get(kind)
+        if status is None or not email:
+            continue
+        if kind == "bounce" and str(event.get("type", "")).lower() == "blocked":
+            continue
+        detail = {
+            k: str(event[k])[:300]
+            for k in ("sg_event_id", "sg_message_id", "reason", "type", "edition")
+            if event.get(k) is not None
+        }
+        try:
+            before = subscribers.get(store, email)
+            if before is None:
+                summary.unknown += 1
+                continue
+            subscribers.set_status(store, email, status, source="sendgrid", detail=detail)
+        except StoreError:
+            summary.unknown += 1
+            continue
+        if before.status != status:
+            summary.marked[status] += 1
+    return summary
