@@ -8,6 +8,7 @@ with DIGEST_TEST_REQUIRE_POSTGRES=1 (CI) that is a failure instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,23 +49,32 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
     return make
 
 
-def _postgres_or_skip() -> str:
-    """The server URL to test on, or skip/fail saying why there is none."""
+@functools.cache
+def _postgres_problem(url: str) -> str | None:
+    """Why the server at url cannot be used, or None; asked once per test run."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
 
-    url = os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES_URL
-    required = os.environ.get(REQUIRE_POSTGRES_ENV) == "1"
     try:
         engine = create_engine(url, connect_args={"connect_timeout": 3})
         with engine.connect() as connection:
             connection.execute(text("select 1"))
         engine.dispose()
     except Exception as exc:
-        reason = (
-            f"no PostgreSQL server at {POSTGRES_ENV}={url} ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}); run scripts/test.sh "
-            "or set the variable"
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        return (
+            f"no PostgreSQL server at {POSTGRES_ENV}={make_url(url).render_as_string(hide_password=True)} "
+            f"({type(exc).__name__}: {first[0] if first else exc!r}); run scripts/test.sh or set the variable"
         )
+    return None
+
+
+def _postgres_or_skip() -> str:
+    """The server URL to test on, or skip/fail saying why there is none."""
+    url = os.environ.get(POSTGRES_ENV) or DEFAULT_POSTGRES_URL
+    required = os.environ.get(REQUIRE_POSTGRES_ENV) == "1"
+    reason = _postgres_problem(url)
+    if reason:
         if required:
             pytest.fail(f"{REQUIRE_POSTGRES_ENV}=1 but {reason}", pytrace=False)
         pytest.skip(reason)
