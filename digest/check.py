@@ -136,20 +136,21 @@ def _unsubscribe(
     if headers is not None:
         value = _header(headers, "List-Unsubscribe") or ""
         uris = re.findall(r"<([^>]*)>", value)
-        https = [u for u in uris if u.startswith("https://") or u == UNSUBSCRIBE_URL]
-        if not https:
+        # Whether the link is https and public is the unsubscribe-url check's business below.
+        web = [u for u in uris if u.startswith(("https://", "http://")) or u == UNSUBSCRIBE_URL]
+        if not web:
             found.append(
                 Finding(
                     "error",
                     "list-unsubscribe",
-                    "No List-Unsubscribe header with an https link"
+                    "No List-Unsubscribe header with a web link"
                     + (f" (it is {value!r})" if value else "")
                     + "; Gmail and Yahoo require one for bulk mail.",
                     "Send through digest's senders, which add it for every recipient.",
                 )
             )
         else:
-            found.append(Finding("ok", "list-unsubscribe", "List-Unsubscribe header has an https link."))
+            found.append(Finding("ok", "list-unsubscribe", f"List-Unsubscribe header present: {web[0][:60]}"))
         post = _header(headers, "List-Unsubscribe-Post")
         if (post or "").strip() != ONE_CLICK:
             found.append(

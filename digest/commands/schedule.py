@@ -57,7 +57,7 @@ log = logging.getLogger("digest.scheduler")
 class RunOutcome:
     """What one `digest run` did, for the terminal, the scheduler's log and tests."""
 
-    status: str  # sent | already-sent | cancelled | nothing-new | blocked | dry-run
+    status: str  # sent | partly-sent | already-sent | cancelled | nothing-new | blocked | dry-run
     edition_id: str
     window: Window
     lines: list[str] = field(default_factory=list)
@@ -66,7 +66,7 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status != "blocked"
+        return self.status not in ("blocked", "partly-sent")
 
 
 # deliver(config, store, *, edition, due, posts, sender_name, dry_run) -> summary with __str__
@@ -99,12 +99,11 @@ def run_due(
     if due.state == "sent":
         record = next(r for r in records if r.id == due.id)
         when = f" at {record.sent_at.astimezone(tz):%Y-%m-%d %H:%M %Z}" if record.sent_at else ""
-        return RunOutcome(
-            "already-sent",
-            due.id,
-            due.window,
-            [f"Edition {due.id} already went out{when}; nothing to do."],
-        )
+        lines = [f"Edition {due.id} already went out{when}; nothing to do."]
+        failed = _failed_deliveries(store, due.id)
+        if failed:
+            lines.append(f"{failed} reader(s) failed then: `digest status {due.id}` shows who and why.")
+        return RunOutcome("already-sent", due.id, due.window, lines)
     if due.state == "cancelled":
         return RunOutcome(
             "cancelled",
@@ -152,7 +151,7 @@ def run_due(
         return RunOutcome("nothing-new", due.id, due.window, lines)
 
     rendered = pipeline.render(config, edition)
-    findings = check_edition(rendered, config)
+    findings = check_edition(rendered, config, headers=_sender_headers(config, due.id))
     if has_errors(findings):
         if not dry_run:
             lines.append(f"Edition {due.id} not sent: the deliverability check found errors (see above).")
@@ -173,11 +172,38 @@ def run_due(
         sender_name=sender_name,
         dry_run=dry_run,
     )
-    lines.append(
-        f"Edition {due.id}: {edition.post_count} post(s) "
-        f"{'would be sent (dry run)' if dry_run else 'sent'}. {summary}".rstrip()
-    )
-    return RunOutcome("dry-run" if dry_run else "sent", due.id, due.window, lines, findings, summary)
+    lines.append(f"Edition {due.id} ({edition.post_count} post(s)){' dry run' if dry_run else ''}: {summary}")
+    status = "dry-run" if dry_run else "sent" if getattr(summary, "ok", True) else "partly-sent"
+    if status == "partly-sent":  # exit 1, so cron mail, systemd or CI shows it
+        lines.append(f"Not every reader got it: `digest status {due.id}` shows who and why.")
+    return RunOutcome(status, due.id, due.window, lines, findings, summary)
+
+
+def _sender_headers(config: Config, edition_id: str) -> dict[str, str] | None:
+    """The headers the delivery engine will put on a reader's message, for the check to inspect.
+
+    None (the check then relies on the unsubscribe placeholder) if they cannot be made here,
+    e.g. without a signing secret.
+    """
+    try:
+        from digest.model import Subscriber
+        from digest.send.delivery import _Personaliser
+
+        sample = Subscriber(id=0, email="reader@example.org", status="active", categories=())
+        recipient = _Personaliser(config, edition_id).recipient(sample)
+    except (ImportError, AttributeError, TypeError, DigestError):
+        return None
+    return {"From": config.sender.from_email, **recipient.headers}
+
+
+def _failed_deliveries(store: Any, edition_id: str) -> int:
+    """How many readers the delivery engine recorded as failed for an edition (0 if unknown)."""
+    try:
+        from digest.send.delivery import edition_status
+
+        return int(edition_status(store, edition_id).deliveries.get("failed", 0))
+    except (ImportError, AttributeError, DigestError):
+        return 0
 
 
 def _deliver(config: Config, store: Any, **kwargs: Any) -> Any:
