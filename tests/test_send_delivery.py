@@ -1,0 +1,242 @@
+"""The delivery engine: each reader their own email, exactly once, whatever the provider says."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fake_sendgrid import FakeSendGrid, validate_mail
+from send_fixtures import *  # noqa: F403  (fixtures)
+from send_fixtures import AS_OF, SendSite
+
+from digest import subscribers
+from digest.errors import ProviderAuthError, SendError
+from digest.send.delivery import EditionLock, cancel, deliver, edition_status, send_test
+from digest.send.outbox import read_outbox
+
+WHEN = datetime.fromisoformat(AS_OF)
+
+
+def _outbox(site: SendSite, **kw: object):  # type: ignore[no-untyped-def]
+    return deliver(site.config, site.store, as_of=WHEN, sender_name="outbox", outbox=site.root / "out", **kw)
+
+
+def test_each_reader_gets_their_categories_once(send_site: SendSite) -> None:
+    send_site.add("us@example.org", "US")
+    send_site.add("both@example.org", "Europe, Asia")
+    send_site.add("paused@example.org", "US")
+    subscribers.set_status(send_site.store, "paused@example.org", "paused", source="cli")
+    subscribers.subscribe(send_site.store, send_site.config, "pending@example.org", "US", source="web")
+    summary = _outbox(send_site)
+    assert summary.sent == 2 and summary.edition_id == "2026-W02" and summary.ok
+    mail = {m["To"]: m for m in read_outbox(send_site.root / "out")}
+    assert set(mail) == {"us@example.org", "both@example.org"}
+    us_text = mail["us@example.org"].get_body(("plain",)).get_content()
+    assert "Budget talks stall" in us_text and "ECB holds rates" not in us_text
+    both_text = mail["both@example.org"].get_body(("plain",)).get_content()
+    assert "ECB holds rates" in both_text and "A new chip plant" in both_text and "Budget" not in both_text
+    assert "Last week" not in both_text  # outside the window
+    for msg in mail.values():
+        text = msg.get_body(("plain",)).get_content() + msg.get_body(("html",)).get_content()
+        assert "__DIGEST" not in text
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg["List-Unsubscribe"].startswith("<https://brief.example.com/unsubscribe/")
+        assert "https://brief.example.com/preferences/" in text
+        assert "1 High Street" in text  # postal address
+    # links are personal
+    assert mail["us@example.org"]["List-Unsubscribe"] != mail["both@example.org"]["List-Unsubscribe"]
+    st = edition_status(send_site.store, "2026-W02")
+    assert st.status == "sent" and st.deliveries == {"sent": 2} and st.batches == {"accepted": 2}
+
+
+def test_rerun_sends_only_to_those_not_yet_sent(send_site: SendSite) -> None:
+    send_site.add("a@example.org", "US")
+    _outbox(send_site)
+    send_site.add("late@example.org", "Climate")
+    again = _outbox(send_site)
+    assert again.sent == 1 and again.already_sent == 1
+    assert Counter(m["To"] for m in read_outbox(send_site.root / "out")) == {
+        "a@example.org": 1,
+        "late@example.org": 1,
+    }
+
+
+def test_a_post_never_reaches_a_reader_twice(send_site: SendSite) -> None:
+    send_site.add("a@example.org", "US")
+    _outbox(send_site)
+    # They add categories; a later edition whose window overlaps this one's posts.
+    subscribers.set_categories(
+        send_site.store, send_site.config, "a@example.org", ["US", "Climate"], source="cli"
+    )
+    window = (WHEN - timedelta(days=7), WHEN + timedelta(days=1))
+    summary = deliver(
+        send_site.config,
+        send_site.store,
+        edition_id="special",
+        window=window,
+        sender_name="outbox",
+        outbox=send_site.root / "out2",
+    )
+    assert summary.sent == 1
+    text = read_outbox(send_site.root / "out2")[0].get_body(("plain",)).get_content()
+    assert "Grid storage doubles" in text and "Budget talks stall" not in text
+    # Nothing left that they have not had: skipped.
+    third = deliver(
+        send_site.config,
+        send_site.store,
+        edition_id="third",
+        window=window,
+        sender_name="outbox",
+        outbox=send_site.root / "out3",
+    )
+    assert third.sent == 0 and third.skipped == {"nothing new in their categories": 1}
+
+
+def test_nothing_new_note(tmp_path, fast_retries) -> None:  # type: ignore[no-untyped-def]
+    site = SendSite(tmp_path, edition={"nothing_new": "note"})
+    site.add("a@example.org", "US")
+    site.add("quiet@example.org", "Markets")  # ECB post is Europe+Markets: give them a truly empty set
+    subscribers.set_categories(site.store, site.config, "quiet@example.org", ["Markets"], source="cli")
+    (tmp_path / "posts" / "eu-rates.md").unlink()
+    summary = deliver(site.config, site.store, as_of=WHEN, sender_name="outbox", outbox=tmp_path / "out")
+    assert summary.sent == 2
+    notes = [m for m in read_outbox(tmp_path / "out") if m["To"] == "quiet@example.org"]
+    assert "nothing new" in notes[0]["Subject"]
+    assert "https://brief.example.com/unsubscribe/" in notes[0].get_body(("plain",)).get_content()
+    site.store.dispose()
+
+
+def test_dry_run_writes_nothing(send_site: SendSite) -> None:
+    send_site.add_many(25)
+    summary = _outbox(send_site, dry_run=True)
+    assert summary.sent == 25 and summary.batches >= 1 and summary.dry_run
+    assert not (send_site.root / "out").exists()
+    from digest import editions
+
+    assert editions.get_edition(send_site.store, "2026-W02") is None
+
+
+def test_test_send_marks_subject_and_records_nothing(send_site: SendSite) -> None:
+    send_site.add("a@example.org", "US")
+    send_test(
+        send_site.config,
+        address="me@example.org",
+        categories=["Climate"],
+        as_of=WHEN,
+        outbox=send_site.root / "t",
+    )
+    (msg,) = read_outbox(send_site.root / "t")
+    assert msg["Subject"].startswith("[TEST] ") and msg["To"] == "me@example.org"
+    assert "Grid storage" in msg.get_body(("plain",)).get_content()
+    from digest import editions
+
+    assert editions.get_edition(send_site.store, "2026-W02") is None
+
+
+def test_second_run_is_locked_out(send_site: SendSite) -> None:
+    send_site.add("a@example.org", "US")
+    _outbox(send_site, dry_run=False)  # creates the edition
+    lock = EditionLock(send_site.store, "2026-W02")
+    lock.acquire()
+    with pytest.raises(SendError, match="being sent by another run"):
+        _outbox(send_site)
+    lock.release()
+    assert _outbox(send_site).already_sent == 1
+
+
+# -- through SendGrid (the fake) -------------------------------------------------------------
+
+
+def _sendgrid(site: SendSite, **kw: object):  # type: ignore[no-untyped-def]
+    return deliver(site.config, site.store, as_of=WHEN, sender_name="sendgrid", **kw)
+
+
+def test_sendgrid_requests_are_valid_and_carry_the_edition(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    emails = send_site.add_many(40)
+    summary = _sendgrid(send_site)
+    assert summary.sent == 40 and summary.ok
+    assert fake_sendgrid.delivered() == Counter({e: 1 for e in emails})
+    for accepted in fake_sendgrid.accepted:
+        body = accepted.body
+        assert validate_mail(body) == []
+        assert body["categories"] == ["digest", "2026-W02"]
+        for p in body["personalizations"]:
+            assert len(p["to"]) == 1
+            assert p["custom_args"]["edition"] == "2026-W02"
+            assert p["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            assert set(p["substitutions"]) == {"__DIGEST_PREFERENCES_URL__", "__DIGEST_UNSUBSCRIBE_URL__"}
+        assert "__DIGEST_UNSUBSCRIBE_URL__" in body["content"][0]["value"]
+    st = edition_status(send_site.store, "2026-W02")
+    assert st.deliveries == {"sent": 40}
+
+
+def test_400_on_one_batch_is_recorded_and_the_rest_go_on(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    send_site.add("bad@example.org", "US")
+    send_site.add("good1@example.org", "Europe")
+    send_site.add("good2@example.org", "Climate")
+    fake_sendgrid.fail_when(lambda body: "bad@example.org" in str(body["personalizations"]), "400")
+    summary = _sendgrid(send_site)
+    assert summary.sent == 2 and summary.failed_total == 1 and summary.batches_failed == 1
+    assert "scripted bad request" in next(iter(summary.failed))
+    st = edition_status(send_site.store, "2026-W02")
+    assert st.deliveries == {"sent": 2, "failed": 1}
+    fake_sendgrid.state.rules.clear()
+    again = _sendgrid(send_site)  # the rerun retries only the failed reader
+    assert again.sent == 1 and again.already_sent == 2
+    assert fake_sendgrid.delivered() == Counter(
+        {"bad@example.org": 1, "good1@example.org": 1, "good2@example.org": 1}
+    )
+
+
+def test_storms_are_ridden_out(fake_sendgrid: FakeSendGrid, send_site: SendSite) -> None:
+    emails = send_site.add_many(30)
+    fake_sendgrid.fail_next("429", times=5)
+    fake_sendgrid.fail_next("500", times=2)
+    fake_sendgrid.fail_next("503", times=2)  # 4 in a row: within max_retries = 4
+    summary = _sendgrid(send_site)
+    assert summary.sent == 30 and summary.ok
+    assert fake_sendgrid.delivered() == Counter({e: 1 for e in emails})
+
+
+def test_401_stops_the_run_with_a_clear_message(fake_sendgrid: FakeSendGrid, send_site: SendSite) -> None:
+    send_site.add_many(20)
+    fake_sendgrid.fail_next("401")
+    with pytest.raises(ProviderAuthError, match="SENDGRID_API_KEY"):
+        _sendgrid(send_site)
+    assert fake_sendgrid.mail_requests() == 1
+    st = edition_status(send_site.store, "2026-W02")
+    assert "sent" not in st.deliveries and st.lock_owner is None
+
+
+def test_suppressed_addresses_are_skipped_and_marked(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    send_site.add("a@example.org", "US")
+    send_site.add("gone@example.org", "US")
+    fake_sendgrid.suppress("bounces", "gone@example.org")
+    dry = _sendgrid(send_site, dry_run=True)
+    assert dry.sent == 1 and dry.skipped == {"on SendGrid's bounced list": 1}
+    assert fake_sendgrid.mail_requests() == 0
+    real = _sendgrid(send_site)
+    assert real.sent == 1 and fake_sendgrid.delivered() == Counter({"a@example.org": 1})
+    assert subscribers.get(send_site.store, "gone@example.org").status == "bounced"
+
+
+def test_send_at_then_cancel(fake_sendgrid: FakeSendGrid, send_site: SendSite) -> None:
+    send_site.add_many(10)
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    summary = _sendgrid(send_site, send_at=at)
+    assert summary.sent == 10
+    batch_ids = {a.batch_id for a in fake_sendgrid.accepted}
+    assert len(batch_ids) == 1 and None not in batch_ids
+    assert {a.send_at for a in fake_sendgrid.accepted} == {int(at.timestamp())}
+    st = cancel(send_site.config, send_site.store, "2026-W02")
+    assert st.status == "cancelled" and st.deliveries == {"skipped": 10}
+    assert sum(fake_sendgrid.delivered().values()) == 0
+    with pytest.raises(SendError, match="cancelled"):
+        _sendgrid(send_site)
