@@ -448,6 +448,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False  # a scripted hang must not hold up shutdown
     allow_reuse_address = True
     state: FakeState
 

@@ -77,6 +77,7 @@ def config_toml(root: Path, *, sender: str = "outbox", extra: str = "") -> Path:
 [site]
 name = "The Test Brief"
 base_url = "https://brief.example.com"
+postal_address = "The Test Brief, 2 Test Street, London N1 1AA, United Kingdom"
 [sender]
 backend = "{sender}"
 from_email = "brief@example.com"
