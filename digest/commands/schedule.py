@@ -474,6 +474,7 @@ def scheduler_command(state: object) -> None:
     accepted for testing). Each run is a separate `digest run` process; its output is logged,
     a failed run is logged and the next one happens on time. SIGTERM or Ctrl+C stops the
     scheduler after the run in progress finishes (a second signal stops that run too).
+    Each run reads config.toml afresh; restart the scheduler after changing [schedule].
 
     Example: digest scheduler
     """
