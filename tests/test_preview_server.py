@@ -12,12 +12,16 @@ import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what the test extra installs
+    warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
+    from starlette.testclient import TestClient
 
 from digest.preview.app import PreviewSettings, create_app
 from digest.preview.build import frame_html
@@ -62,7 +66,7 @@ def test_page_shows_inbox_row_both_widths_text_and_checks(preview_site):
     assert 'id="subject">Test Brief: 4 new posts<' in html
     assert 'id="preheader">' in html and "Council passes the budget" in html
     assert 'width="375"' in html and 'width="600"' in html
-    assert html.count('src="/frame?') == 2
+    assert html.count('src="/frame?c="') == 2  # "all categories", said explicitly
     assert 'id="text-part"' in html and "HARBOUR" not in html  # text part as rendered, not shouted
     assert "Harbour reopens after the storm" in html
     assert 'id="checks"' in html and 'class="finding ' in html  # digest check ran
@@ -423,3 +427,14 @@ def test_send_test_with_a_posts_override_sends_what_the_page_shows(preview_site,
     assert message["Subject"] == "[TEST] Test Brief: 1 new post"
     assert message["List-Unsubscribe"].startswith("<http")
     assert "Notebooks that explain themselves" in message.get_body(("html",)).get_content()
+
+
+def test_categories_from_the_command_line_are_only_the_starting_point(preview_site):
+    with client_for(preview_site, categories=("Tech",)) as client:
+        first = client.get("/").text
+        everything = client.get("/?c=").text
+        frame = client.get("/frame?c=").text
+    assert 'value="Tech" checked' in first and "Harbour reopens" not in first
+    assert 'src="/frame?c=Tech"' in first
+    assert "Harbour reopens" in everything and 'value="Tech" checked' not in everything
+    assert "Harbour reopens" in frame

@@ -91,6 +91,13 @@ class Selection:
                 pairs.append((key, str(value)))
         return urlencode(pairs)
 
+    def frame_query(self) -> str:
+        """For the iframes and data links: the categories already resolved, so no second lookup.
+
+        An empty ``c`` says "all categories" explicitly, so --categories does not creep back in.
+        """
+        return self.query(email="", c=list(self.categories) or [""])
+
 
 @dataclass
 class PreviewServer:
