@@ -897,3 +897,120 @@ def test_flow_on_each_database(store: Store, make_config: Callable[..., Config])
         )
         assert one_click.status_code == 200
     assert subs.get(store, "db@example.com").status == "unsubscribed"  # type: ignore[union-attr]
+
+
+# --- SendGrid Event Webhook ------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook_site(make_config: Callable[..., Config], sender: RecordingSender) -> Iterator[dict[str, Any]]:
+    """An app with a webhook key configured, the private half to sign with, and its store."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_b64 = base64.b64encode(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
+    config = make_config(
+        web={"base_url": BASE, "sendgrid_webhook_public_key": public_b64}, database={"url": "sqlite:///wh.db"}
+    )
+    store = open_store(config)
+    try:
+        with TestClient(create_app(config, store=store, sender=sender), base_url=BASE) as c:
+            yield {"client": c, "store": store, "config": config, "private": private}
+    finally:
+        store.dispose()
+
+
+def _signed(private: Any, body: bytes, timestamp: str | None = None) -> dict[str, str]:
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from digest.send.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+    ts = timestamp or str(int(time.time()))
+    signature = private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+        TIMESTAMP_HEADER: ts,
+        "Content-Type": "application/json",
+    }
+
+
+def test_sendgrid_webhook_marks_bounces_and_refuses_forgeries(webhook_site: dict[str, Any]) -> None:
+    import json
+
+    c, store, private = webhook_site["client"], webhook_site["store"], webhook_site["private"]
+    activate(store, webhook_site["config"], "bounce@example.com")
+    body = json.dumps(
+        [{"email": "bounce@example.com", "event": "bounce", "sg_event_id": "ev-1", "timestamp": 1767225600}]
+    ).encode()
+    before = snapshot(store)
+
+    unsigned = c.post("/webhooks/sendgrid", content=body, headers={"Content-Type": "application/json"})
+    assert unsigned.status_code == 403
+    tampered = c.post(
+        "/webhooks/sendgrid", content=body.replace(b"bounce@", b"other@"), headers=_signed(private, body)
+    )
+    assert tampered.status_code == 403
+    other_key = ec_key()
+    assert c.post("/webhooks/sendgrid", content=body, headers=_signed(other_key, body)).status_code == 403
+    stale = _signed(private, body, str(int(time.time()) - 3600))
+    replay = c.post("/webhooks/sendgrid", content=body, headers=stale)
+    assert replay.status_code == 403 and "stale" in replay.text
+    assert snapshot(store) == before
+
+    ok = c.post("/webhooks/sendgrid", content=body, headers=_signed(private, body))
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["recorded"] == 1
+    assert subs.get(store, "bounce@example.com").status == "bounced"  # type: ignore[union-attr]
+    again = c.post("/webhooks/sendgrid", content=body, headers=_signed(private, body))  # SendGrid retries
+    assert again.status_code == 200 and again.json()["duplicates"] == 1
+
+    # A batch larger than any form is still accepted here (SendGrid posts many events at once).
+    batch = json.dumps(
+        [
+            {"event": "delivered", "email": f"r{i}@example.com", "sg_event_id": f"d{i}", "reason": "x" * 300}
+            for i in range(250)
+        ]
+    ).encode()
+    assert len(batch) > 64 * 1024
+    big = c.post("/webhooks/sendgrid", content=batch, headers=_signed(private, batch))
+    assert big.status_code == 200 and big.json()["recorded"] == 250
+
+    not_json = b"{not json"
+    assert (
+        c.post("/webhooks/sendgrid", content=not_json, headers=_signed(private, not_json)).status_code == 400
+    )
+    not_list = b'{"event": "bounce"}'
+    assert (
+        c.post("/webhooks/sendgrid", content=not_list, headers=_signed(private, not_list)).status_code == 400
+    )
+
+
+def ec_key() -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def test_sendgrid_webhook_without_a_key_refuses_everything(client: TestClient, db: Store) -> None:
+    response = client.post("/webhooks/sendgrid", content=b"[]", headers=_signed(ec_key(), b"[]"))
+    assert response.status_code == 403 and "not configured" in response.text
+
+
+def test_bad_webhook_key_stops_the_app_with_a_clear_message(
+    make_config: Callable[..., Config], db: Store, sender: RecordingSender
+) -> None:
+    from digest.errors import ConfigError
+
+    config = make_config(web={"sendgrid_webhook_public_key": "not a key"})
+    with pytest.raises(ConfigError, match="sendgrid_webhook_public_key"):
+        create_app(config, store=db, sender=sender)

@@ -11,6 +11,8 @@ Rules every route keeps:
 - The subscribe answer is the same for a new address and a known one, so the form cannot be
   used to learn who is subscribed; mail goes out after the response, so timing does not tell
   either.
+- POST /webhooks/sendgrid takes SendGrid's signed Event Webhook (digest.send.webhook): no
+  cookies or CSRF there, the ECDSA signature and a fresh timestamp are what it trusts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import logging
 import math
 import secrets
@@ -39,16 +42,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import subscribers as subs
 from digest.config import Config, category_key
-from digest.errors import DigestError, LinkError, StoreError
+from digest.errors import ConfigError, DigestError, LinkError, StoreError
 from digest.links import CONFIRM, PREFERENCES, UNSUBSCRIBE, LinkMaker, Signer, load_secret
 from digest.model import Subscriber
+from digest.send import webhook
 from digest.send.base import OutgoingMessage, Sender
 
 log = logging.getLogger(__name__)
@@ -271,6 +275,20 @@ def _text(form: FormData | Mapping[str, Any], key: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _webhook_key(config: Config) -> Any:
+    """The configured SendGrid verification key, loaded once; a bad one stops `digest serve`."""
+    text = config.web.sendgrid_webhook_public_key.strip()
+    if not text:
+        return None
+    try:
+        return webhook.load_public_key(text)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"[web] sendgrid_webhook_public_key is not a usable key ({exc}); paste the "
+            "verification key from SendGrid (Mail Settings > Event Webhook > Signed Event Webhook)."
+        ) from None
+
+
 def _address_problem(message: str) -> str:
     """The store's reason without its echo of the input (the field already shows that)."""
     _, sep, reason = message.partition(" is not a valid email address: ")
@@ -297,6 +315,7 @@ class WebApp:
         self.links = LinkMaker(config.web.base_url, self.signer)
         secure = config.web.base_url.startswith("https://")
         self.csrf = Csrf(secret, origins={_origin(config.web.base_url)}, secure=secure)
+        self.webhook_key = _webhook_key(config)
         self.subscribe_limit = RateLimiter(config.web.subscribe_per_hour)
         self.resend_limit = RateLimiter(1, RESEND_SECONDS)
         self.env = Environment(
@@ -719,6 +738,49 @@ class WebApp:
         parsed = parse_qs(body.decode("utf-8", "replace").strip(), keep_blank_values=True)
         return {k: v[0] for k, v in parsed.items()}
 
+    # -- routes: the provider --
+
+    async def sendgrid_webhook(self, request: Request) -> Response:
+        """SendGrid's Event Webhook: bounces, spam reports and unsubscribes end subscriptions.
+
+        Refused with 403, changing nothing: no key configured, no signature, a timestamp more
+        than ten minutes off (a replay), or a signature that does not match the raw body.
+        Events seen before (by sg_event_id) are recorded once.
+        """
+        if self.webhook_key is None:
+            log.warning("refused a SendGrid webhook: [web] sendgrid_webhook_public_key is not set")
+            return PlainTextResponse("webhook not configured\n", status_code=403)
+        signature = request.headers.get(webhook.SIGNATURE_HEADER, "")
+        timestamp = request.headers.get(webhook.TIMESTAMP_HEADER, "")
+        if not signature or not timestamp:
+            return PlainTextResponse("unsigned request\n", status_code=403)
+        try:
+            age = abs(time.time() - float(timestamp))
+        except ValueError:
+            age = math.inf
+        if not age <= webhook.MAX_AGE_SECONDS:
+            log.warning("refused a SendGrid webhook with a stale timestamp %r (a replay?)", timestamp[:40])
+            return PlainTextResponse("stale timestamp\n", status_code=403)
+        body = await request.body()
+        if not webhook.verify_signature(self.webhook_key, body, signature, timestamp):
+            log.warning("refused a SendGrid webhook with a bad signature")
+            return PlainTextResponse("bad signature\n", status_code=403)
+        try:
+            events = json.loads(body)
+        except ValueError:
+            return PlainTextResponse("body is not JSON\n", status_code=400)
+        if not isinstance(events, list):
+            return PlainTextResponse("body is not a JSON list of events\n", status_code=400)
+        summary = await run_in_threadpool(webhook.record_events, self.store, events)
+        return JSONResponse(
+            {
+                "received": summary.received,
+                "recorded": summary.recorded,
+                "duplicates": summary.duplicates,
+                "marked": dict(summary.marked),
+            }
+        )
+
     # -- routes: operations --
 
     async def healthz(self, request: Request) -> Response:
@@ -794,9 +856,9 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["GET", "POST"], name="unsubscribe"),
         Route("/healthz", web.healthz, methods=["GET"], name="healthz"),
         Route("/favicon.ico", _no_favicon, methods=["GET"]),
+        Route("/webhooks/sendgrid", web.sendgrid_webhook, methods=["POST"], name="sendgrid_webhook"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    routes.extend(_webhook_routes(web))
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
@@ -811,8 +873,3 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
 async def _no_favicon(request: Request) -> Response:
     """Browsers ask for it on every page; an empty answer keeps 404s out of the logs."""
     return Response(status_code=204, headers={"Cache-Control": "public, max-age=86400"})
-
-
-def _webhook_routes(web: WebApp) -> list[Route]:
-    """POST /webhooks/sendgrid, once digest.send.webhook exists (see the delivery side)."""
-    return []
