@@ -445,14 +445,14 @@ class _Ledger:
             }
             for sid, cats, reason in subs
         ]
-        with self.store.session() as s:
+        with self.store.engine.begin() as s:
             self._upsert_deliveries(s, rows)
 
     def begin_batch(self, category_set: str, ids: list[int], post_ids: Sequence[str]) -> int:
         """The batch and its readers in flight, and the ledger rows, before the request."""
         st = self.st
         now = st.utcnow()
-        with self.store.session() as s:
+        with self.store.engine.begin() as s:
             batch_id = s.execute(
                 insert(st.batches)
                 .values(
@@ -502,22 +502,39 @@ class _Ledger:
         return int(batch_id)
 
     def finish_batch(
-        self, batch_id: int, *, message_id: str | None, failed: dict[int, str], error: str | None = None
+        self,
+        batch_id: int,
+        ids: list[int],
+        *,
+        message_id: str | None,
+        failed: dict[int, str],
+        error: str | None = None,
     ) -> None:
-        """Record the answer: accepted (minus per-reader refusals) or failed as a whole."""
+        """Record the answer: accepted (minus per-reader refusals) or failed as a whole.
+
+        Rows are found by primary key (edition, subscriber), never by batch_id, which has no
+        index: an update per batch must not scan the edition's deliveries.
+        """
         st = self.st
         d, b = st.deliveries, st.batches
         now = st.utcnow()
-        mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == batch_id)
-        with self.store.session() as s:
+        with self.store.engine.begin() as s:
             if error is not None:
                 s.execute(
                     update(b)
                     .where(b.c.id == batch_id)
                     .values(state="failed", error=error[:2000], updated_at=now)
                 )
-                ids = [r[0] for r in s.execute(select(d.c.subscriber_id).where(mine))]
-                s.execute(update(d).where(mine).values(state="failed", error=error[:2000], updated_at=now))
+                for chunk in _chunks(ids, 900):
+                    s.execute(
+                        update(d)
+                        .where(
+                            d.c.edition_id == self.edition_id,
+                            d.c.subscriber_id.in_(chunk),
+                            d.c.batch_id == batch_id,
+                        )
+                        .values(state="failed", error=error[:2000], updated_at=now)
+                    )
                 self._forget(s, ids)
                 return
             s.execute(
@@ -525,11 +542,17 @@ class _Ledger:
                 .where(b.c.id == batch_id)
                 .values(state="accepted", provider_message_id=message_id, updated_at=now)
             )
-            s.execute(
-                update(d)
-                .where(mine, d.c.state == "in_flight")
-                .values(state="sent", provider_message_id=message_id, updated_at=now)
-            )
+            for chunk in _chunks(ids, 900):
+                s.execute(
+                    update(d)
+                    .where(
+                        d.c.edition_id == self.edition_id,
+                        d.c.subscriber_id.in_(chunk),
+                        d.c.batch_id == batch_id,
+                    )
+                    .values(state="sent", provider_message_id=message_id, updated_at=now)
+                )
+            mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == batch_id)
             for sid, reason in failed.items():
                 s.execute(
                     update(d)
@@ -541,7 +564,7 @@ class _Ledger:
     def per_recipient_ids(self, batch_id: int, message_ids: dict[int, str]) -> None:
         """SMTP and the outbox give each reader their own message id."""
         d = self.st.deliveries
-        with self.store.session() as s:
+        with self.store.engine.begin() as s:
             for sid, mid in message_ids.items():
                 s.execute(
                     update(d)
@@ -572,7 +595,7 @@ class _Ledger:
         st = self.st
         d, b = st.deliveries, st.batches
         now = st.utcnow()
-        with self.store.session() as s:
+        with self.store.engine.begin() as s:
             for bid in batch_ids:
                 mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == bid)
                 ids = [r[0] for r in s.execute(select(d.c.subscriber_id).where(mine))]
@@ -846,11 +869,11 @@ class _Run:
         try:
             result = self.sender.send_batch(batch)
         except ProviderAuthError as exc:
-            self.ledger.finish_batch(batch_row, message_id=None, failed={}, error=str(exc))
+            self.ledger.finish_batch(batch_row, ids, message_id=None, failed={}, error=str(exc))
             self.summary.failed["provider refused the API key"] += len(members)
             raise
         except SendError as exc:
-            self.ledger.finish_batch(batch_row, message_id=None, failed={}, error=str(exc))
+            self.ledger.finish_batch(batch_row, ids, message_id=None, failed={}, error=str(exc))
             self.summary.batches_failed += 1
             self.summary.failed[_reason(str(exc))] += len(members)
             log.warning("Batch %d of edition %s failed: %s", batch_row, self.edition_id, exc)
@@ -858,7 +881,7 @@ class _Run:
         failed = {by_email[e]: reason for e, reason in result.failed.items() if e in by_email}
         ids_seen = set(result.message_ids.values())
         message_id = next(iter(ids_seen)) if len(ids_seen) == 1 else None
-        self.ledger.finish_batch(batch_row, message_id=message_id, failed=failed)
+        self.ledger.finish_batch(batch_row, ids, message_id=message_id, failed=failed)
         if len(ids_seen) > 1:
             self.ledger.per_recipient_ids(batch_row, {by_email[e]: m for e, m in result.message_ids.items()})
         for reason in failed.values():
