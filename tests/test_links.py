@@ -74,3 +74,17 @@ def test_link_maker_builds_urls_on_the_web_base(tmp_path):
     assert Signer(SECRET).verify(UNSUBSCRIBE, token) == "a+b@example.com"
     assert "/preferences/" in maker.preferences_url("a@example.com")
     assert "/confirm/" in maker.confirm_url("a@example.com")
+
+
+def test_personal_urls_are_the_two_links_of_a_send():
+    maker = LinkMaker("https://news.example.com", Signer(SECRET))
+    for email in ("a+b@example.com", "Ünï@exämple.com", "o'neil@example.com"):
+        preferences, unsubscribe = maker.personal_urls(email)
+        assert preferences == maker.preferences_url(email)
+        assert unsubscribe == maker.unsubscribe_url(email)
+        assert Signer(SECRET).verify(PREFERENCES, preferences.rsplit("/", 1)[1]) == email
+        assert Signer(SECRET).verify(UNSUBSCRIBE, unsubscribe.rsplit("/", 1)[1]) == email
+    tokens = Signer(SECRET).sign_many((PREFERENCES, UNSUBSCRIBE), "a@example.com", issued_at=5)
+    assert tokens == [
+        Signer(SECRET).sign(p, "a@example.com", issued_at=5) for p in (PREFERENCES, UNSUBSCRIBE)
+    ]
