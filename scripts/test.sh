@@ -48,5 +48,23 @@ echo "== lint"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+echo "== the README's first command, in a scratch copy of the repo's config, posts and readers"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+cp -r config.toml posts examples "$scratch"/
+(
+  cd "$scratch"
+  export DIGEST_SECRET=readme-smoke-test-secret-0123456789
+  unset DIGEST_CONFIG DIGEST_DATABASE_URL
+  "$OLDPWD"/.venv/bin/digest subscribers import examples/subscribers.csv >/dev/null
+  "$OLDPWD"/.venv/bin/digest send --as-of 2026-01-09 >/dev/null
+  "$OLDPWD"/.venv/bin/digest send --as-of 2026-01-09 >/dev/null   # a rerun sends nothing twice
+  "$OLDPWD"/.venv/bin/digest preview --as-of 2026-01-09 --categories US,Europe --out build/ >/dev/null
+  sent=$(ls build/outbox/*.eml | wc -l)
+  [ "$sent" = 5 ] || { echo "README command: expected 5 emails in build/outbox, found $sent"; exit 1; }
+  [ -s build/digest.html ] && [ -s build/digest.txt ] && [ -s build/manifest.json ]
+)
+echo "ok: 5 readers got one email each; preview written"
+
 echo "== tests"
 exec .venv/bin/python -m pytest "$@"
