@@ -15,7 +15,7 @@ from typing import Any
 
 from digest import __version__
 from digest.config import Config
-from digest.model import Edition, LoadResult, RenderedEdition, Section
+from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Section
 from digest.permalink import post_url
 from digest.posts import load_posts
 from digest.render import render_edition
@@ -83,6 +83,31 @@ def build_edition(
         sections=tuple(sections),
         skipped=(*loaded.skipped, *selection.skipped),
     )
+
+
+# Summaries keyed by what they depend on. A send renders hundreds of category sets from the same
+# few dozen posts; without this each set would summarise every post again.
+_ITEMS: dict[tuple[str, str, str, str, str, int], Item] = {}
+_ITEMS_MAX = 20_000
+
+
+def item_for(post: Post, config: Config) -> Item:
+    """The post as the email shows it (lead + link), computed once per post version and settings."""
+    key = (
+        post.path,
+        post.content_hash,
+        config.site.base_url,
+        config.site.permalink,
+        config.site.timezone,
+        config.edition.lead_words,
+    )
+    item = _ITEMS.get(key) if post.content_hash else None  # hand-made posts have no hash
+    if item is None or item.date != post.date:
+        if len(_ITEMS) >= _ITEMS_MAX:
+            _ITEMS.clear()
+        url = post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
+        item = _ITEMS[key] = summarize(post, url=url, word_budget=config.edition.lead_words)
+    return item
 
 
 def _display_names(config: Config, categories: Sequence[str] | None) -> list[str]:
