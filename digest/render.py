@@ -237,11 +237,12 @@ _CATEGORIES_TOKEN = "QzDigestCategoriesQz"
 class _Skeleton:
     """The HTML of an edition without its sections, split where the sections go."""
 
-    __slots__ = ("head", "tail", "verified")
+    __slots__ = ("head", "tail", "text_head", "verified")
 
     def __init__(self, head: str, tail: str) -> None:
         self.head = head
         self.tail = tail
+        self.text_head: str | None = None  # the plain-text part before its sections
         self.verified = False
 
 
@@ -253,7 +254,8 @@ class EditionAssembler:
     each distinct section is compiled once and kept; what differs per set (subject, preheader, the
     post count, the category names in the footer) is compiled once per post count with tokens in
     place of the text, and the text is put in, escaped as Jinja escapes it (MJML copies text
-    through unchanged). The plain-text part is rendered directly: it is a Jinja pass only.
+    through unchanged). The plain-text part is assembled the same way from each section's text
+    and this set's header and footer (rendered without sections: a short Jinja pass).
 
     Correctness does not rest on the template's shape: a section's HTML is found by comparing
     the compiled skeleton with and without it, and the first edition assembled for each skeleton
@@ -266,6 +268,7 @@ class EditionAssembler:
         self.renderer = renderer
         self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
         self._sections: dict[tuple[str, tuple[Item, ...]], str | None] = {}
+        self._text_sections: dict[tuple[str, tuple[Item, ...]], str | None] = {}
         self.compiles = 0
         self.assembled = 0
         self.direct = 0
@@ -285,7 +288,7 @@ class EditionAssembler:
         if html is None:
             self.direct += 1
             return r.render(edition)
-        text = _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
+        text = self._text(skeleton, context, view)
         rendered = RenderedEdition(
             subject=context["subject"],
             preheader=context["preheader"],
@@ -320,6 +323,39 @@ class EditionAssembler:
             .replace(_CATEGORIES_TOKEN, str(escape(", ".join(view.categories))))
         )
         return "".join(parts)
+
+    def _text(self, skeleton: _Skeleton, context: dict[str, Any], view: EditionView) -> str:
+        """The plain-text part: this set's text without sections (header and footer, a short
+        Jinja pass) with each section's text, rendered once per section, put in between."""
+        r = self.renderer
+        bare = self._text_view(context, ())
+        head = skeleton.text_head
+        if head is None:
+            with_one = self._text_view(context, view.sections[:1])
+            cut = _common_prefix(bare, with_one)
+            head = skeleton.text_head = bare[:cut]
+        if not bare.startswith(head):  # a template whose text header differs per set
+            return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
+        tail = bare[len(head) :]
+        parts = [head]
+        for section in view.sections:
+            key = (section.name, section.items)
+            piece = self._text_sections.get(key, ...)
+            if piece is ...:
+                raw = self._text_view(context, (section,))
+                ok = raw.startswith(head) and raw.endswith(tail) and len(head) + len(tail) <= len(raw)
+                piece = self._text_sections[key] = raw[len(head) : len(raw) - len(tail)] if ok else None
+            if piece is None:
+                return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
+            parts.append(piece)
+        parts.append(tail)
+        return _tidy_text("".join(parts))
+
+    def _text_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
+        r = self.renderer
+        view = copy.copy(context["edition"])
+        view.sections = sections
+        return r._run(r._text_template, {**context, "edition": view}, TEXT_TEMPLATE)
 
     def _compile_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
         """The HTML of the edition with only ``sections``, tokens in place of per-set text."""

@@ -520,3 +520,20 @@ def test_assembler_falls_back_when_the_template_uses_categories_in_logic(tmp_pat
     for categories in (("Europe",), ("US",), ("Europe", "US")):
         edition = make_edition(Section("Europe", (make_item(1),)), categories=categories)
         assert assembler.render(edition) == renderer.render(edition)
+
+
+def test_assembler_falls_back_when_the_text_header_names_the_categories(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    source = (Path(__file__).parent.parent / "templates" / "edition.txt.j2").read_text(encoding="utf-8")
+    source = source.replace(
+        "{{ site.name | upper | wrap }}",
+        "{{ site.name | upper | wrap }} {{ edition.categories | join('/') }}",
+    )
+    (templates / "edition.txt.j2").write_text(source, encoding="utf-8")
+    renderer = Renderer(site_config(tmp_path, edition={"templates": str(templates)}))
+    assembler = renderer.assembler()
+    section = Section("Europe", (make_item(1), make_item(2)))
+    for categories in (("Europe",), ("Europe", "US"), ("Asia", "Europe")):
+        edition = make_edition(section, categories=categories)
+        assert assembler.render(edition) == renderer.render(edition)
