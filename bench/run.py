@@ -56,6 +56,7 @@ CATEGORIES = (
 )
 CORPUS_FOLDERS = ("nodejs-blog/blog", "opensuse-news/_posts")
 API_KEY = "SG.bench-key-not-secret"
+POSTERS = 2  # concurrent requests in the stand-in send
 SECRET = "bench-secret-that-is-long-enough-0123456789"
 
 # Targets from issue 7 (seconds unless said otherwise).
@@ -417,8 +418,8 @@ def _parts(rows: list[dict[str, Any]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rows) for k in ("load", "load_cpu", "select", "summarize")}
 
 
-def bench_summarize_all(folders: Sequence[Path], runs: int, label: str) -> Figure:
-    """Every post's lead, in process from the warm cache: the summarizer's cost per post."""
+def bench_summarize_all(folders: Sequence[Path], runs: int, label: str, limit: int | None) -> Figure:
+    """Every post's lead (or an even sample of ``limit``): the summarizer's cost per post."""
     from zoneinfo import ZoneInfo
 
     from digest.posts import load_posts
@@ -426,6 +427,8 @@ def bench_summarize_all(folders: Sequence[Path], runs: int, label: str) -> Figur
 
     tz = ZoneInfo("UTC")
     posts = [p for f in folders for p in load_posts(f, tz=tz).posts]
+    if limit and len(posts) > limit:
+        posts = posts[:: len(posts) // limit]
 
     def run() -> None:
         for post in posts:
@@ -434,7 +437,7 @@ def bench_summarize_all(folders: Sequence[Path], runs: int, label: str) -> Figur
     times, _ = timed(run, runs, warmup=0)
     per_post_us = statistics.median(times) / len(posts) * 1e6
     return Figure(
-        "summarize every post",
+        "summarize every post" if not limit else "summarize a sample of posts",
         f"{label}: {len(posts)} posts",
         "s",
         times,
@@ -815,7 +818,17 @@ def child_send(argv: list[str]) -> dict[str, Any]:
 
 
 def _rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KB)."""
+    """Peak resident set size of this process so far, in MB.
+
+    VmHWM from /proc (Linux): ru_maxrss would also count the parent's memory at fork time,
+    since Linux carries the high-water mark across exec.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -858,7 +871,7 @@ def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     config = bench_config(scratch)
     store = open_store(config, url=f"sqlite:///{db}")
     renderer = Renderer(config).assembler()  # each distinct section compiled once
-    links = LinkMaker(config.web.base_url, Signer(SECRET))
+    personal_urls = LinkMaker(config.web.base_url, Signer(SECRET)).personal_urls
     loaded = load_posts(posts_folder, tz=config.tz)
     start, end = window_for(datetime(2026, 1, 9, tzinfo=config.tz), 7)
     in_window = [p for p in loaded.posts if start <= p.date < end]
@@ -886,9 +899,11 @@ def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
             except Exception as exc:  # counted, and the run fails the exactly-once check
                 errors.append(str(exc))
 
-    thread = threading.Thread(target=poster, daemon=True)
+    # Two connections at a time (SendGrid allows many): one request is built while others are sent.
+    threads = [threading.Thread(target=poster, daemon=True) for _ in range(POSTERS)]
     if url:
-        thread.start()
+        for thread in threads:
+            thread.start()
 
     parts = {"render": 0.0, "bodies": 0.0, "post_wait": 0.0}
     seen = bytearray(1)
@@ -951,8 +966,7 @@ def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
                 if seen[sub_id]:
                     duplicates += 1
                 seen[sub_id] = 1
-                pref = links.preferences_url(email)
-                unsub = links.unsubscribe_url(email)
+                pref, unsub = personal_urls(email)
                 chunk.append(
                     f'{{"to":[{{"email":{dumps(email)}}}],"substitutions":{{{pref_key}:"{pref}",'
                     f'{unsub_key}:"{unsub}"}},"headers":{{"List-Unsubscribe":"<{unsub}>, <{mailto}>",'
@@ -968,8 +982,10 @@ def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     parts_total = time.perf_counter() - t_stream
     parts["stream+group"] = parts_total - parts["render"] - parts["bodies"] - parts["post_wait"]
     if url:
-        posted.put(None)
-        thread.join()
+        for _ in threads:
+            posted.put(None)
+        for thread in threads:
+            thread.join()
     wall = time.perf_counter() - t_start
     store.dispose()
     shutil.rmtree(scratch, ignore_errors=True)
@@ -1085,12 +1101,13 @@ def fake_stats(url: str) -> dict[str, Any]:
 
 
 def _send_runs(
-    n: int, db: Path, posts_folder: Path, reps: int, standin: bool
+    n: int, db: Path, posts_folder: Path, reps: int, standin: bool, dry_runs: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     flag = ["--standin"] if standin else []
     dry, full = [], []
     for _ in range(reps):
-        dry.append(child(["send", "--db", str(db), "--posts", str(posts_folder), *flag], timeout=3600))
+        if dry_runs:
+            dry.append(child(["send", "--db", str(db), "--posts", str(posts_folder), *flag], timeout=3600))
         server = FakeServer()
         try:
             result = child(
@@ -1128,8 +1145,8 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
             f"{n:,} subscribers, {last['sets']} category sets, {last['requests']} requests",
             "s",
             wall,
-            baseline="prepare only (dry run)",
-            ratio=statistics.median(wall) / statistics.median(r["wall"] for r in dry),
+            baseline="prepare only (dry run)" if dry else "",
+            ratio=statistics.median(wall) / statistics.median(r["wall"] for r in dry) if dry else None,
             target=target,
             met=met,
             note=f"{last['path']}; {server['personalizations']:,} delivered, each once: "
@@ -1138,7 +1155,10 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
             extra={"runs_detail": full, "dry_detail": dry, "server": server},
         ),
         Figure(
-            f"  send ({label}): prepare only (dry run)", f"{n:,} subscribers", "s", [r["wall"] for r in dry]
+            f"  send ({label}): prepare only (dry run)",
+            f"{n:,} subscribers" if dry else "not run (--quick)",
+            "s",
+            [r["wall"] for r in dry],
         ),
         Figure(
             f"  send ({label}): peak RSS",
@@ -1149,7 +1169,7 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
         ),
         Figure(f"  send ({label}): messages/s", f"{n:,} subscribers", "msg/s", [n / w for w in wall]),
     ]
-    if dry[0]["parts"]:
+    if dry and dry[0]["parts"]:
         parts = {k: statistics.median(r["parts"][k] for r in dry) for k in dry[0]["parts"]}
         figures.append(
             Figure(
@@ -1163,7 +1183,9 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
     return figures
 
 
-def bench_send(sizes: Sequence[int], runs: int, posts_folder: Path, real_max: int) -> list[Figure]:
+def bench_send(
+    sizes: Sequence[int], runs: int, posts_folder: Path, real_max: int, quick: bool
+) -> list[Figure]:
     """Each size: the product's delivery path (up to ``real_max``) and the bench's stand-in."""
     figures = []
     for n in sizes:
@@ -1182,7 +1204,7 @@ def bench_send(sizes: Sequence[int], runs: int, posts_folder: Path, real_max: in
                 )
             )
         reps = runs if n < 1_000_000 else max(1, runs - 1)
-        dry, full = _send_runs(n, db, posts_folder, reps, standin=True)
+        dry, full = _send_runs(n, db, posts_folder, reps, standin=True, dry_runs=not quick)
         figures += _send_figures(n, "stand-in", dry, full)
         streamed = child(["send", "--db", str(db), "--iter"], timeout=3600)
         figures.append(
@@ -1326,8 +1348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         posts = [p for f in folders for p in load_posts(f, tz=ZoneInfo("UTC")).posts]
         if "posts" not in skip:
             print("posts...", file=sys.stderr)
-            figures += bench_posts(folders, runs, scratch, label)
-            figures.append(bench_summarize_all(folders, 1 if args.quick else 3, label))
+            figures += bench_posts(folders, 2 if args.quick else runs, scratch, label)
+            figures.append(
+                bench_summarize_all(folders, 1 if args.quick else 3, label, 300 if args.quick else None)
+            )
         if "render" not in skip:
             print("render...", file=sys.stderr)
             node = NodeMjml()
@@ -1337,17 +1361,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 node.close()
         send_posts = synthetic_posts(scratch / "send-posts", 60, SEED + 3)
         if "render" not in skip:
-            figures += bench_all_sets(config, send_posts, 1 if args.quick else 3, 100 if args.quick else 400)
+            figures += bench_all_sets(config, send_posts, 1 if args.quick else 3, 40 if args.quick else 400)
         if "send" not in skip:
             print("send...", file=sys.stderr)
             real_max = args.real_max if args.real_max is not None else (0 if args.quick else 10_000)
-            figures += bench_send(sizes, 1 if args.quick else 3, send_posts, real_max)
+            figures += bench_send(sizes, 1 if args.quick else 3, send_posts, real_max, args.quick)
         if "growth" not in skip:
             print("growth...", file=sys.stderr)
             figures += growth_posts(
-                scratch, (500, 1000, 2000) if args.quick else (1000, 3000, 10000), 1 if args.quick else 3
+                scratch, (300, 1000) if args.quick else (1000, 3000, 10000), 1 if args.quick else 3
             )
-            figures += growth_render(config, posts, 30 if args.quick else 100)
+            figures += growth_render(config, posts, 20 if args.quick else 100)
     env["load_average_at_end"] = load_average()
     env["seconds"] = round(time.perf_counter() - started, 1)
     env["delivery_path"] = (
