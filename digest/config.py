@@ -92,6 +92,7 @@ class SenderConfig:
     sendgrid_host: str = "https://api.sendgrid.com"
     timeout_seconds: float = 30.0
     max_retries: int = 5
+    retry_base_seconds: float = 1.0  # first backoff delay; doubles per retry, with jitter
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_security: str = "starttls"  # starttls | ssl | none
@@ -191,6 +192,7 @@ _POSITIVE = {
     ("edition", "section_cap"),
     ("edition", "lead_words"),
     ("sender", "timeout_seconds"),
+    ("sender", "retry_base_seconds"),
     ("web", "confirm_hours"),
 }
 
