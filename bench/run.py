@@ -843,7 +843,7 @@ FROM subscribers s WHERE s.status = 'active' ORDER BY cats, s.id
 
 
 def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
-    """THE STAND-IN for digest.send.delivery (not landed yet): the send path as this bench builds it.
+    """THE STAND-IN for digest.send.delivery: the send path as this bench builds it, for comparison.
 
     Product parts used: open_store, load_posts, choose, summarize, post_url, Renderer, Signer
     (through LinkMaker) and SendGridSender's request/retry code with the real client. What is the
@@ -997,7 +997,7 @@ def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     store.dispose()
     shutil.rmtree(scratch, ignore_errors=True)
     return {
-        "path": "bench stand-in (delivery.py not landed)",
+        "path": "bench stand-in (the recommended design; no delivery records)",
         "wall": wall,
         "cpu": time.process_time(),
         "recipients": recipients,
