@@ -1,11 +1,15 @@
-"""Send benchmark: 100,000 synthetic subscribers over 12 categories, sent to the fake SendGrid.
+"""Send benchmark: synthetic subscribers over 12 categories, sent to the fake SendGrid.
 
-    python bench/send.py [--subscribers 100000] [--seed 1] [--tracemalloc]
+    python bench/send.py [--subscribers 10000,100000,1000000] [--seed 1] [--profile FILE]
 
-Builds a SQLite database in a temporary folder (random category sets of 1-4 of 12, seeded),
-starts tests/fake_sendgrid.py in fast mode in another process (so its parsing does not share
-our GIL), runs the real delivery engine with the real sendgrid client, and prints wall time,
-peak memory, requests made and messages per second. Setup time is not counted.
+Each size runs in its own child process (so peak RSS, the VmHWM high-water mark, is that size's
+alone): builds a SQLite database in a temporary folder (random category sets of 1-4 of 12,
+seeded; raw executemany, not counted), starts tests/fake_sendgrid.py in fast mode in another
+process (so its work does not share our GIL or our figures), runs the real delivery engine with
+the real sendgrid client, and checks with the server's counters that exactly N distinct
+recipients were accepted, none twice, no request over 1,000 personalizations and none rejected
+(one request in 50 is fully validated against SendGrid's published rules). Prints one line per
+size and the JSON of every figure.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ import json
 import os
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,26 +49,43 @@ def write_posts(folder: Path, rng: random.Random) -> None:
         )
 
 
-def populate(store, n: int, rng: random.Random) -> None:  # type: ignore[no-untyped-def]
-    from digest.config import category_key
-    from digest.store import subscriber_categories, subscribers
+def populate(db: Path, n: int, rng: random.Random) -> None:
+    """Readers straight through sqlite3 (executemany of tuples): setup, not what is measured."""
+    import sqlite3
 
-    now = datetime.now(UTC)
+    from digest.config import category_key
+
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     keys = [category_key(c) for c in CATEGORIES]
-    chunk = 20_000
-    for start in range(0, n, chunk):
-        subs, cats = [], []
-        for i in range(start, min(n, start + chunk)):
-            email = f"reader{i:07d}@example.org"
-            subs.append(
-                {"id": i + 1, "email": email, "email_key": email, "name": "", "status": "active",
-                 "created_at": now, "updated_at": now, "confirmed_at": now}
-            )  # fmt: skip
-            for key in rng.sample(keys, rng.randint(1, 4)):
-                cats.append({"subscriber_id": i + 1, "category_key": key})
-        with store.session() as s:
-            s.execute(subscribers.insert(), subs)
-            s.execute(subscriber_categories.insert(), cats)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    chunk = 50_000
+    with conn:
+        for start in range(0, n, chunk):
+            subs, cats = [], []
+            for i in range(start, min(n, start + chunk)):
+                email = f"reader{i:07d}@example.org"
+                subs.append((i + 1, email, email, "", "active", now, now, now))
+                cats.extend((i + 1, key) for key in rng.sample(keys, rng.randint(1, 4)))
+            conn.executemany(
+                "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at, "
+                "confirmed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                subs,
+            )
+            conn.executemany(
+                "INSERT INTO subscriber_categories (subscriber_id, category_key) VALUES (?, ?)", cats
+            )
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def _hwm_mb() -> float:
+    """This process's peak resident set (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
@@ -77,16 +98,9 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
     return proc, proc.stdout.readline().strip()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--tracemalloc", action="store_true", help="Python-level peak (slows the run)")
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-
+def run_one(n: int, seed: int, profile: str | None) -> dict[str, object]:
+    """One size, in this process: setup (not counted), then deliver() timed, then the server's counts."""
+    rng = random.Random(seed)
     from digest.config import config_from_dict
     from digest.send.delivery import deliver
     from digest.store import open_store
@@ -107,35 +121,56 @@ def main() -> None:
     )  # fmt: skip
     os.environ.setdefault("DIGEST_SECRET", "bench-secret-that-is-long-enough-123")
     store = open_store(config)
+    store.dispose()
     t0 = time.perf_counter()
-    populate(store, args.subscribers, rng)
+    populate(tmp / "bench.db", n, rng)
     setup = time.perf_counter() - t0
 
     proc, url = start_fake()
     os.environ["SENDGRID_API_KEY"] = KEY
     os.environ["SENDGRID_API_HOST"] = url
     try:
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if args.tracemalloc:
-            tracemalloc.start()
+        rss_before = _hwm_mb()
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         t0, cpu0 = time.perf_counter(), time.process_time()
         summary = deliver(config, store, as_of=AS_OF, sender_name="sendgrid")
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        traced = tracemalloc.get_traced_memory()[1] if args.tracemalloc else None
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{profile}.{n}")
+        rss_after = _hwm_mb()
         with urllib.request.urlopen(f"{url}/_fake/stats") as r:
             stats = json.load(r)
+        with store.reading() as c:
+            rows = c.exec_driver_sql(
+                "SELECT count(*), count(DISTINCT subscriber_id) FROM deliveries WHERE state = 'sent'"
+            ).one()
     finally:
         proc.terminate()
         proc.wait()
         store.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
 
-    result = {
-        "subscribers": args.subscribers,
+    exactly_once = (
+        stats["distinct_recipients"] == n
+        and stats["repeated_recipients"] == 0
+        and stats["personalizations"] == n
+        and stats["rejected"] == 0
+        and stats["max_personalizations"] <= 1000
+        and rows[0] == rows[1] == n
+        and summary.sent == n
+    )
+    return {
+        "subscribers": n,
         "setup_seconds": round(setup, 2),
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),  # this process only; the machine may be shared
-        "load_average": os.getloadavg()[0],
+        "load_average": round(os.getloadavg()[0], 2),
         "sent": summary.sent,
         "skipped": dict(summary.skipped),
         "failed": dict(summary.failed),
@@ -145,15 +180,48 @@ def main() -> None:
         "requests_made": summary.requests,
         "server_mail_requests_accepted": stats["accepted"],
         "server_personalizations": stats["personalizations"],
+        "server_distinct_recipients": stats["distinct_recipients"],
+        "server_repeated_recipients": stats["repeated_recipients"],
+        "server_max_personalizations": stats["max_personalizations"],
         "server_rejected": stats["rejected"],
         "server_problems": stats["problems"],
+        "deliveries_sent_rows": rows[0],
+        "exactly_once": exactly_once,
         "megabytes_sent": round(stats["bytes"] / 1e6, 1),
         "messages_per_second": round(summary.sent / wall),
-        "peak_rss_mb": round(rss_after / 1024, 1),
-        "rss_growth_during_send_mb": round((rss_after - rss_before) / 1024, 1),
-        "tracemalloc_peak_mb": round(traced / 1e6, 1) if traced is not None else None,
+        "peak_rss_mb": round(rss_after, 1),
+        "rss_before_send_mb": round(rss_before, 1),
     }
-    print(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", default="10000,100000", help="sizes, comma-separated")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", help="write cProfile stats to FILE.<size>")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.subscribers.split(",") if x.strip()]
+    if args.one:
+        print(json.dumps(run_one(sizes[0], args.seed, args.profile)))
+        return
+    results = []
+    print(f"{'readers':>9} {'wall s':>7} {'CPU s':>7} {'peak MB':>8} {'requests':>8} {'msgs/s':>8}  once")
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--one", "--subscribers", str(n), "--seed", str(args.seed)]
+        if args.profile:
+            cmd += ["--profile", args.profile]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        results.append(r)
+        print(
+            f"{n:>9} {r['wall_seconds']:>7} {r['cpu_seconds']:>7} {r['peak_rss_mb']:>8} "
+            f"{r['requests_made']:>8} {r['messages_per_second']:>8}  {'yes' if r['exactly_once'] else 'NO'}",
+            flush=True,
+        )
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -206,7 +206,7 @@ deliveries = Table(
     Index("ix_deliveries_subscriber_id", "subscriber_id"),
 )
 
-# The ledger that keeps a post from reaching a reader twice.
+# The ledger before migration 0002 (one row per reader and post): kept for old editions, read, not written.
 received_posts = Table(
     "received_posts",
     metadata,
@@ -220,6 +220,24 @@ received_posts = Table(
     Column("edition_id", String(64), nullable=True),
     Column("received_at", UTCDateTime, nullable=False, default=utcnow),
     PrimaryKeyConstraint("subscriber_id", "post_id"),
+)
+
+# The ledger since migration 0002: the posts each email (category set, or a variant of it that
+# leaves out posts some readers already had) of an edition carried. A reader received the posts
+# of the email their sent or in-flight delivery row names: O(sets x posts) rows, not O(readers).
+edition_posts = Table(
+    "edition_posts",
+    metadata,
+    Column(
+        "edition_id",
+        String(64),
+        ForeignKey("editions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("category_set", Text, nullable=False),
+    Column("post_id", Text, nullable=False),
+    PrimaryKeyConstraint("edition_id", "category_set", "post_id"),
+    Index("ix_edition_posts_post_id", "post_id"),
 )
 
 # Webhook events from the provider, keyed by the provider's own id so a replay is a no-op.

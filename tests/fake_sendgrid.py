@@ -82,6 +82,9 @@ class FakeState:
     rejected: list[tuple[int, list[str]]] = field(default_factory=list)  # (status, problems)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path) of every call
     personalizations: int = 0
+    max_personalizations: int = 0  # the most in one accepted request
+    seen: set[bytes] = field(default_factory=set)  # fast mode: every recipient address (exactly-once check)
+    repeated: int = 0  # fast mode: recipients seen in an earlier request
     bytes_received: int = 0
     suppressed: dict[str, set[str]] = field(
         default_factory=lambda: {"unsubscribes": set(), "bounces": set(), "spam_reports": set()}
@@ -325,6 +328,9 @@ class _Handler(BaseHTTPRequestHandler):
                         "accepted": len(state.accepted),
                         "rejected": len(state.rejected),
                         "personalizations": state.personalizations,
+                        "max_personalizations": state.max_personalizations,
+                        "distinct_recipients": len(state.seen),
+                        "repeated_recipients": state.repeated,
                         "bytes": state.bytes_received,
                         "problems": [p for _, ps in state.rejected for p in ps][:20],
                     },
@@ -407,10 +413,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(413, ["the request is larger than 30 MB"])
             return
         if state.fast and n % state.spot_every != 1 and not state.rules:
+            emails = _TO_EMAIL.findall(raw)
             count = raw.count(b'"to":')
             message_id = f"fake{n:08d}"
             with state.lock:
                 state.personalizations += count
+                state.max_personalizations = max(state.max_personalizations, count)
+                _count_recipients(state, emails)
                 state.accepted.append(Accepted(message_id, None, [], None, None))
             self._send(202, None, {"X-Message-Id": message_id})
             return
@@ -438,12 +447,27 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with state.lock:
             state.personalizations += len(body["personalizations"])
+            state.max_personalizations = max(state.max_personalizations, len(body["personalizations"]))
+            if state.fast:
+                _count_recipients(
+                    state, [to["email"].encode() for p in body["personalizations"] for to in p["to"]]
+                )
             state.accepted.append(accepted)
         if fault is not None and fault.kind == "accept_hang":
             time.sleep(fault.seconds)  # accepted, but the answer never arrives in time
             self.close_connection = True
             return
         self._send(202, None, {"X-Message-Id": message_id})
+
+
+_TO_EMAIL = re.compile(rb'"to":\[\{"email":"((?:[^"\\]|\\.)*)"')
+
+
+def _count_recipients(state: FakeState, emails: list[bytes]) -> None:
+    """Fast mode's exactly-once check: each address once across all accepted requests (lock held)."""
+    before = len(state.seen)
+    state.seen.update(emails)
+    state.repeated += len(emails) - (len(state.seen) - before)
 
 
 class _Server(ThreadingHTTPServer):

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from digest import pipeline
 from digest.config import Config
@@ -256,16 +256,26 @@ class _Variant:
     key: tuple[tuple[str, ...], frozenset[str]]
     rendered: RenderedEdition | None  # None: nothing new for these readers
     post_ids: tuple[str, ...]
-    category_set: str
+    category_set: str  # unique per email within the edition: what deliveries and edition_posts name
     note: bool = False
+    prefix: str | None = None  # SendGrid: the request body up to the personalizations
+    recorded: bool = False  # its edition_posts rows are written
 
 
 class _Builder:
-    """Builds and renders each (category set, posts left out) once."""
+    """Builds and renders each (category set, posts left out) once; each section compiled once."""
 
     def __init__(
-        self, config: Config, *, window: tuple[datetime, datetime], edition_id: str, posts: LoadResult
+        self,
+        config: Config,
+        *,
+        window: tuple[datetime, datetime],
+        edition_id: str,
+        posts: LoadResult,
+        recorded: dict[str, frozenset[str]] | None = None,
     ):
+        from digest.render import Renderer
+
         self.config = config
         self.window = window
         self.edition_id = edition_id
@@ -276,6 +286,10 @@ class _Builder:
         self._cache: dict[tuple[tuple[str, ...], frozenset[str]], _Variant] = {}
         self.category_sets: set[tuple[str, ...]] = set()
         self.renders = 0
+        self._assembler = Renderer(config).assembler()
+        # What an earlier run of this edition recorded per email name (a rerun must not reuse a
+        # name for a different list of posts: the ledger would then claim posts nobody got).
+        self._recorded = recorded or {}
 
     def variant(self, categories: tuple[str, ...], exclude: frozenset[str]) -> _Variant:
         key = (categories, exclude)
@@ -295,6 +309,8 @@ class _Builder:
             posts=posts,
         )
         label = category_label(categories)
+        if exclude:
+            label += f" (less {len(exclude)} received, {_digest(sorted(exclude))})"
         if edition.post_count == 0:
             if self.config.edition.nothing_new == "note":
                 variant = _Variant(key, nothing_new_note(self.config, edition), (), label, note=True)
@@ -302,13 +318,23 @@ class _Builder:
                 variant = _Variant(key, None, (), label)
         else:
             try:
-                rendered = pipeline.render(self.config, edition)
+                rendered = self._assembler.render(edition)
             except EmptyEditionError:
                 rendered = None
             self.renders += 1
-            variant = _Variant(key, rendered, tuple(i.post_path for i in edition.items), label)
+            post_ids = tuple(i.post_path for i in edition.items)
+            before = self._recorded.get(label)
+            if before is not None and before != frozenset(post_ids):
+                label += f" #{_digest(sorted(post_ids))}"
+            variant = _Variant(key, rendered, post_ids, label)
         self._cache[key] = variant
         return variant
+
+
+def _digest(parts: Iterable[str]) -> str:
+    import hashlib
+
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:8]
 
 
 def category_label(categories: Sequence[str]) -> str:
@@ -337,10 +363,11 @@ def nothing_new_note(config: Config, edition: Edition) -> RenderedEdition:
 
 
 class _Personaliser:
-    """Per-recipient links and headers; one HMAC per link."""
+    """Per-recipient links and headers: one payload encode and two HMACs per reader."""
 
     def __init__(self, config: Config, edition_id: str) -> None:
         self.links = LinkMaker.from_config(config)
+        self.personal_urls = self.links.personal_urls
         mailto = config.sender.unsubscribe_mailto.strip()
         if mailto and not mailto.startswith("mailto:"):
             mailto = f"mailto:{mailto}"
@@ -348,24 +375,42 @@ class _Personaliser:
         self.edition_id = edition_id
 
     def recipient(self, sub: Subscriber) -> Recipient:
-        unsubscribe = self.links.unsubscribe_url(sub.email)
+        return self.member(sub.id, sub.email, sub.name)
+
+    def member(self, sid: int, email: str, name: str) -> Recipient:
+        preferences, unsubscribe = self.personal_urls(email)
         return Recipient(
-            email=sub.email,
-            substitutions={
-                PREFERENCES_URL: self.links.preferences_url(sub.email),
-                UNSUBSCRIBE_URL: unsubscribe,
-            },
+            email=email,
+            substitutions={PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe},
             headers={"List-Unsubscribe": f"<{unsubscribe}>{self.mailto}", "List-Unsubscribe-Post": ONE_CLICK},
-            custom_args={"subscriber_id": str(sub.id)},
-            name=sub.name,
+            custom_args={"subscriber_id": str(sid)},
+            name=name,
+        )
+
+    def writer(self, shared_args: dict[str, str]) -> Any:
+        from digest.send.sendgrid import PersonalizationWriter
+
+        return PersonalizationWriter(
+            preferences_token=PREFERENCES_URL,
+            unsubscribe_token=UNSUBSCRIBE_URL,
+            mailto=self.mailto,
+            shared_args=shared_args,
         )
 
 
 # -- the database side ----------------------------------------------------------------------
 
+_DONE = ("sent", "in_flight")
+
 
 class _Ledger:
-    """The tables the delivery engine writes: batches, deliveries, received_posts."""
+    """The tables the delivery engine writes: batches, deliveries, edition_posts.
+
+    Hot paths are plain SQL through the DB-API (executemany, or one statement over a JSON/array
+    list of ids): a million deliveries must not mean a million bound-parameter dicts. The ledger
+    of posts received is per email, not per reader: ``edition_posts`` holds the posts each
+    email (deliveries.category_set) of an edition carried.
+    """
 
     def __init__(self, store: Any, edition_id: str) -> None:
         from digest import store as st
@@ -373,11 +418,73 @@ class _Ledger:
         self.store = store
         self.st = st
         self.edition_id = edition_id
-        if store.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
+        self.pg = store.dialect == "postgresql"
+        q = "%s" if self.pg else "?"
+        ids = "unnest(CAST(%s AS integer[]))" if self.pg else "(SELECT value FROM json_each(?))"
+        in_ids = "= ANY(CAST(%s AS integer[]))" if self.pg else "IN (SELECT value FROM json_each(?))"
+        cols = (
+            "edition_id, subscriber_id, state, batch_id, category_set, provider_message_id, error, updated_at"
+        )
+        upsert = (
+            " ON CONFLICT (edition_id, subscriber_id) DO UPDATE SET state = excluded.state, "
+            "batch_id = excluded.batch_id, category_set = excluded.category_set, "
+            "provider_message_id = excluded.provider_message_id, error = excluded.error, "
+            "updated_at = excluded.updated_at"
+        )
+        self._sql_rows = f"INSERT INTO deliveries ({cols}) VALUES ({', '.join([q] * 8)})" + upsert
+        if self.pg:
+            self._sql_in_flight = (
+                f"INSERT INTO deliveries ({cols}) SELECT {q}, {ids}, 'in_flight', {q}, {q}, NULL, NULL, {q}"
+                + upsert
+            )
         else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
-        self._upsert = upsert
+            self._sql_in_flight = (
+                f"INSERT INTO deliveries ({cols}) SELECT {q}, value, 'in_flight', {q}, {q}, NULL, NULL, {q} "
+                "FROM json_each(?) WHERE true" + upsert
+            )
+        self._sql_batch = (
+            "INSERT INTO batches (edition_id, category_set, state, recipients, created_at, updated_at) "
+            f"VALUES ({q}, {q}, 'in_flight', {q}, {q}, {q}) RETURNING id"
+        )
+        self._sql_posts = (
+            f"INSERT INTO edition_posts (edition_id, category_set, post_id) VALUES ({q}, {q}, {q}) "
+            "ON CONFLICT DO NOTHING"
+        )
+        self._sql_sent = (
+            f"UPDATE deliveries SET state = 'sent', provider_message_id = {q}, updated_at = {q} "
+            f"WHERE edition_id = {q} AND batch_id = {q} AND subscriber_id {in_ids}"
+        )
+        self._sql_failed = (
+            f"UPDATE deliveries SET state = 'failed', error = {q}, updated_at = {q} "
+            f"WHERE edition_id = {q} AND batch_id = {q} AND subscriber_id {in_ids}"
+        )
+        self._sql_one_failed = (
+            f"UPDATE deliveries SET state = 'failed', provider_message_id = NULL, error = {q}, updated_at = {q} "
+            f"WHERE edition_id = {q} AND batch_id = {q} AND subscriber_id = {q}"
+        )
+        self._sql_batch_done = f"UPDATE batches SET state = {q}, provider_message_id = {q}, error = {q}, updated_at = {q} WHERE id = {q}"
+
+    def _ts(self, when: datetime) -> Any:
+        """A timestamp as the driver wants it (SQLite: the text SQLAlchemy's DateTime writes)."""
+        if self.pg:
+            return when
+        return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def _ids(self, ids: list[int]) -> Any:
+        return ids if self.pg else json.dumps(ids)
+
+    # what is already done
+
+    def any_done(self) -> bool:
+        """Has any reader of this edition been sent (or is in flight)? If not, skip per-page checks."""
+        d = self.st.deliveries
+        with self.store.reading() as c:
+            row = c.execute(
+                select(d.c.subscriber_id)
+                .where(d.c.edition_id == self.edition_id, d.c.state.in_(_DONE))
+                .limit(1)
+            ).first()
+        return row is not None
 
     def done_in_range(self, first: int, last: int) -> set[int]:
         """Subscribers in [first, last] already sent or in flight for this edition."""
@@ -387,179 +494,163 @@ class _Ledger:
                 select(d.c.subscriber_id).where(
                     d.c.edition_id == self.edition_id,
                     d.c.subscriber_id.between(first, last),
-                    d.c.state.in_(("sent", "in_flight")),
+                    d.c.state.in_(_DONE),
                 )
             )
             return {r[0] for r in rows}
 
-    def received(self, first: int, last: int, candidates: Iterable[str]) -> dict[int, set[str]]:
-        """Which of this edition's posts each subscriber in [first, last] already received."""
-        cands = list(candidates)
+    def recorded(self) -> dict[str, frozenset[str]]:
+        """The posts each email of this edition carried in earlier runs (a rerun)."""
+        ep = self.st.edition_posts
+        found: dict[str, set[str]] = {}
+        with self.store.reading() as c:
+            for label, pid in c.execute(
+                select(ep.c.category_set, ep.c.post_id).where(ep.c.edition_id == self.edition_id)
+            ):
+                found.setdefault(label, set()).add(pid)
+        return {k: frozenset(v) for k, v in found.items()}
+
+    def sent_before(self, candidates: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """Which of this window's posts went out in an earlier edition (new ledger, old ledger).
+
+        Usually none: a post is in one edition's window. Only these can have reached a reader.
+        """
+        cands = sorted(candidates)
         if not cands:
-            return {}
-        rp = self.st.received_posts
+            return frozenset(), frozenset()
+        ep, rp = self.st.edition_posts, self.st.received_posts
+        new: set[str] = set()
+        old: set[str] = set()
+        with self.store.reading() as c:
+            for chunk in _chunks(cands, 500):
+                new.update(
+                    r[0]
+                    for r in c.execute(
+                        select(ep.c.post_id)
+                        .where(ep.c.post_id.in_(chunk), ep.c.edition_id != self.edition_id)
+                        .distinct()
+                    )
+                )
+            if c.execute(select(rp.c.post_id).limit(1)).first() is not None:
+                for chunk in _chunks(cands, 500):
+                    old.update(
+                        r[0]
+                        for r in c.execute(
+                            select(rp.c.post_id)
+                            .where(
+                                rp.c.post_id.in_(chunk),
+                                or_(rp.c.edition_id.is_(None), rp.c.edition_id != self.edition_id),
+                            )
+                            .distinct()
+                        )
+                    )
+        return frozenset(new), frozenset(old)
+
+    def received(
+        self, first: int, last: int, new: frozenset[str], old: frozenset[str]
+    ) -> dict[int, set[str]]:
+        """Which of ``new``/``old`` each subscriber in [first, last] already received."""
+        st = self.st
+        d, ep, rp = st.deliveries, st.edition_posts, st.received_posts
         found: dict[int, set[str]] = {}
         with self.store.reading() as c:
-            rows = c.execute(
-                select(rp.c.subscriber_id, rp.c.post_id).where(
-                    rp.c.subscriber_id.between(first, last),
-                    rp.c.post_id.in_(cands),
-                    or_(rp.c.edition_id.is_(None), rp.c.edition_id != self.edition_id),
+            if new:
+                rows = c.execute(
+                    select(d.c.subscriber_id, ep.c.post_id)
+                    .select_from(
+                        d.join(
+                            ep, and_(ep.c.edition_id == d.c.edition_id, ep.c.category_set == d.c.category_set)
+                        )
+                    )
+                    .where(
+                        d.c.subscriber_id.between(first, last),
+                        d.c.edition_id != self.edition_id,
+                        d.c.state.in_(_DONE),
+                        ep.c.post_id.in_(sorted(new)),
+                    )
                 )
-            )
-            for sid, pid in rows:
-                found.setdefault(sid, set()).add(pid)
+                for sid, pid in rows:
+                    found.setdefault(sid, set()).add(pid)
+            if old:
+                rows = c.execute(
+                    select(rp.c.subscriber_id, rp.c.post_id).where(
+                        rp.c.subscriber_id.between(first, last),
+                        rp.c.post_id.in_(sorted(old)),
+                        or_(rp.c.edition_id.is_(None), rp.c.edition_id != self.edition_id),
+                    )
+                )
+                for sid, pid in rows:
+                    found.setdefault(sid, set()).add(pid)
         return found
 
-    def _upsert_deliveries(self, session: Any, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        d = self.st.deliveries
-        stmt = self._upsert(d)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[d.c.edition_id, d.c.subscriber_id],
-            set_={
-                "state": stmt.excluded.state,
-                "batch_id": stmt.excluded.batch_id,
-                "category_set": stmt.excluded.category_set,
-                "provider_message_id": stmt.excluded.provider_message_id,
-                "error": stmt.excluded.error,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-        session.execute(stmt, rows)
+    # writing
 
     def skip(self, subs: list[tuple[int, str, str]]) -> None:
         """Record readers passed over: (subscriber id, category set, reason)."""
-        now = self.st.utcnow()
+        now = self._ts(self.st.utcnow())
         rows = [
-            {
-                "edition_id": self.edition_id,
-                "subscriber_id": sid,
-                "state": "skipped",
-                "batch_id": None,
-                "category_set": cats,
-                "provider_message_id": None,
-                "error": reason,
-                "updated_at": now,
-            }
-            for sid, cats, reason in subs
+            (self.edition_id, sid, "skipped", None, cats, None, reason, now) for sid, cats, reason in subs
         ]
-        with self.store.engine.begin() as s:
-            self._upsert_deliveries(s, rows)
+        with self.store.engine.begin() as conn:
+            conn.exec_driver_sql(self._sql_rows, rows)
 
-    def begin_batch(self, category_set: str, ids: list[int], post_ids: Sequence[str]) -> int:
-        """The batch and its readers in flight, and the ledger rows, before the request."""
-        st = self.st
-        now = st.utcnow()
-        with self.store.engine.begin() as s:
-            batch_id = s.execute(
-                insert(st.batches)
-                .values(
-                    edition_id=self.edition_id,
-                    category_set=category_set,
-                    state="in_flight",
-                    recipients=len(ids),
-                    created_at=now,
-                    updated_at=now,
+    def begin_batch(
+        self,
+        variant: _Variant,
+        ids: list[int],
+        finished: Sequence[_Finished] = (),
+    ) -> int:
+        """The batch and its readers in flight (and the email's posts, once) before the request.
+
+        Answers to earlier batches (``finished``) are written in the same transaction: one commit
+        per batch rather than two.
+        """
+        now = self._ts(self.st.utcnow())
+        with self.store.engine.begin() as conn:
+            for done in finished:
+                self._finish(conn, done, now)
+            if not variant.recorded and variant.post_ids:
+                conn.exec_driver_sql(
+                    self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
                 )
-                .returning(st.batches.c.id)
+            batch_id = conn.exec_driver_sql(
+                self._sql_batch, (self.edition_id, variant.category_set, len(ids), now, now)
             ).scalar_one()
-            self._upsert_deliveries(
-                s,
-                [
-                    {
-                        "edition_id": self.edition_id,
-                        "subscriber_id": sid,
-                        "state": "in_flight",
-                        "batch_id": batch_id,
-                        "category_set": category_set,
-                        "provider_message_id": None,
-                        "error": None,
-                        "updated_at": now,
-                    }
-                    for sid in ids
-                ],
+            conn.exec_driver_sql(
+                self._sql_in_flight,
+                (self.edition_id, self._ids(ids), batch_id, variant.category_set, now)
+                if self.pg
+                else (self.edition_id, batch_id, variant.category_set, now, self._ids(ids)),
             )
-            if post_ids:
-                rp = st.received_posts
-                stmt = self._upsert(rp).on_conflict_do_nothing(
-                    index_elements=[rp.c.subscriber_id, rp.c.post_id]
-                )
-                s.execute(
-                    stmt,
-                    [
-                        {
-                            "subscriber_id": sid,
-                            "post_id": pid,
-                            "edition_id": self.edition_id,
-                            "received_at": now,
-                        }
-                        for sid in ids
-                        for pid in post_ids
-                    ],
-                )
+        variant.recorded = True
         return int(batch_id)
 
-    def finish_batch(
-        self,
-        batch_id: int,
-        ids: list[int],
-        *,
-        message_id: str | None,
-        failed: dict[int, str],
-        error: str | None = None,
-    ) -> None:
-        """Record the answer: accepted (minus per-reader refusals) or failed as a whole.
+    def finish(self, finished: Sequence[_Finished]) -> None:
+        if not finished:
+            return
+        now = self._ts(self.st.utcnow())
+        with self.store.engine.begin() as conn:
+            for done in finished:
+                self._finish(conn, done, now)
 
-        Rows are found by primary key (edition, subscriber), never by batch_id, which has no
-        index: an update per batch must not scan the edition's deliveries.
-        """
-        st = self.st
-        d, b = st.deliveries, st.batches
-        now = st.utcnow()
-        with self.store.engine.begin() as s:
-            if error is not None:
-                s.execute(
-                    update(b)
-                    .where(b.c.id == batch_id)
-                    .values(state="failed", error=error[:2000], updated_at=now)
-                )
-                for chunk in _chunks(ids, 900):
-                    s.execute(
-                        update(d)
-                        .where(
-                            d.c.edition_id == self.edition_id,
-                            d.c.subscriber_id.in_(chunk),
-                            d.c.batch_id == batch_id,
-                        )
-                        .values(state="failed", error=error[:2000], updated_at=now)
-                    )
-                self._forget(s, ids)
-                return
-            s.execute(
-                update(b)
-                .where(b.c.id == batch_id)
-                .values(state="accepted", provider_message_id=message_id, updated_at=now)
+    def _finish(self, conn: Any, done: _Finished, now: Any) -> None:
+        """Accepted (minus per-reader refusals) or failed as a whole; rows found by primary key."""
+        ids = self._ids(done.ids)
+        if done.error is not None:
+            error = done.error[:2000]
+            conn.exec_driver_sql(self._sql_batch_done, ("failed", None, error, now, done.batch_id))
+            conn.exec_driver_sql(self._sql_failed, (error, now, self.edition_id, done.batch_id, ids))
+            return
+        conn.exec_driver_sql(self._sql_batch_done, ("accepted", done.message_id, None, now, done.batch_id))
+        conn.exec_driver_sql(self._sql_sent, (done.message_id, now, self.edition_id, done.batch_id, ids))
+        if done.failed:
+            conn.exec_driver_sql(
+                self._sql_one_failed,
+                [
+                    (reason[:2000], now, self.edition_id, done.batch_id, sid)
+                    for sid, reason in done.failed.items()
+                ],
             )
-            for chunk in _chunks(ids, 900):
-                s.execute(
-                    update(d)
-                    .where(
-                        d.c.edition_id == self.edition_id,
-                        d.c.subscriber_id.in_(chunk),
-                        d.c.batch_id == batch_id,
-                    )
-                    .values(state="sent", provider_message_id=message_id, updated_at=now)
-                )
-            mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == batch_id)
-            for sid, reason in failed.items():
-                s.execute(
-                    update(d)
-                    .where(mine, d.c.subscriber_id == sid)
-                    .values(state="failed", provider_message_id=None, error=reason[:2000], updated_at=now)
-                )
-            self._forget(s, list(failed))
 
     def per_recipient_ids(self, batch_id: int, message_ids: dict[int, str]) -> None:
         """SMTP and the outbox give each reader their own message id."""
@@ -572,14 +663,6 @@ class _Ledger:
                     .values(provider_message_id=mid)
                 )
 
-    def _forget(self, session: Any, ids: list[int]) -> None:
-        """Take back ledger rows this edition wrote for readers who did not get it."""
-        rp = self.st.received_posts
-        for chunk in _chunks(ids, 500):
-            session.execute(
-                delete(rp).where(rp.c.edition_id == self.edition_id, rp.c.subscriber_id.in_(chunk))
-            )
-
     def in_flight(self) -> list[InFlightBatch]:
         b = self.st.batches
         with self.store.reading() as c:
@@ -591,14 +674,13 @@ class _Ledger:
         return [InFlightBatch(r.id, r.category_set, r.recipients, r.created_at) for r in rows]
 
     def release_in_flight(self, batch_ids: list[int]) -> None:
-        """``resend_in_flight``: give those readers back to the queue (and their posts back)."""
+        """``resend_in_flight``: give those readers back to the queue (so their posts count as not received)."""
         st = self.st
         d, b = st.deliveries, st.batches
         now = st.utcnow()
         with self.store.engine.begin() as s:
             for bid in batch_ids:
                 mine = and_(d.c.edition_id == self.edition_id, d.c.batch_id == bid)
-                ids = [r[0] for r in s.execute(select(d.c.subscriber_id).where(mine))]
                 s.execute(update(d).where(mine).values(state="pending", batch_id=None, updated_at=now))
                 s.execute(
                     update(b)
@@ -609,7 +691,17 @@ class _Ledger:
                         updated_at=now,
                     )
                 )
-                self._forget(s, ids)
+
+
+@dataclass
+class _Finished:
+    """The answer to one batch, waiting to be written."""
+
+    batch_id: int
+    ids: list[int]
+    message_id: str | None = None
+    failed: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -619,11 +711,88 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 # -- the run --------------------------------------------------------------------------------
 
+# (subscriber id, email, name): what a buffered reader costs, instead of a Subscriber.
+_Member = tuple[int, str, str]
+
 
 @dataclass
 class _Group:
     variant: _Variant
-    members: list[Subscriber] = field(default_factory=list)
+    members: list[_Member] = field(default_factory=list)
+
+
+@dataclass
+class _Posting:
+    """A SendGrid batch handed to a posting thread (already recorded in flight)."""
+
+    variant: _Variant
+    batch_id: int
+    ids: list[int]
+    data: str
+    message_id: str | None = None
+    error: BaseException | None = None
+
+
+class _Poster:
+    """Sends requests from another thread, so the next body is built while one is out.
+
+    The main thread records every batch in flight before handing it over, waits for the answer
+    before recording the next one, and writes every answer itself: the database sees the same
+    order of events as a plain loop, and a crash leaves at most one batch undecided.
+    """
+
+    def __init__(self, sender: Any, threads: int = 1) -> None:
+        import queue
+        import threading
+
+        self.sender = sender
+        self.todo: queue.Queue[_Posting | None] = queue.Queue(maxsize=threads)
+        self.done: queue.Queue[_Posting] = queue.Queue()
+        self.stop = threading.Event()  # a 401: nothing more goes out
+        self.pending = 0
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self) -> None:
+        while (job := self.todo.get()) is not None:
+            if self.stop.is_set():
+                job.error = SendError("not sent: the run stopped (the provider refused the API key)")
+            else:
+                try:
+                    job.message_id = self.sender.post_prepared(job.data)
+                except ProviderAuthError as exc:
+                    self.stop.set()
+                    job.error = exc
+                except SendError as exc:
+                    job.error = exc
+                except Exception as exc:
+                    job.error = SendError(f"{type(exc).__name__}: {exc}")
+            job.data = ""
+            self.done.put(job)
+
+    def put(self, job: _Posting) -> None:
+        self.pending += 1
+        self.todo.put(job)
+
+    def ready(self, wait: bool = False) -> list[_Posting]:
+        import queue
+
+        out: list[_Posting] = []
+        while self.pending:
+            try:
+                job = self.done.get(block=wait and not out)
+            except queue.Empty:
+                break
+            self.pending -= 1
+            out.append(job)
+        return out
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.todo.put(None)
+        for t in self.threads:
+            t.join()
 
 
 class _Run:
@@ -648,6 +817,7 @@ class _Run:
         self.store = store
         self.edition_id = edition_id
         self.window = window
+        self.posts = posts
         self.sender = sender
         self.dry_run = dry_run
         self.send_at = send_at
@@ -666,6 +836,12 @@ class _Run:
         self.lock: EditionLock | None = None
         self.suppressed: dict[str, str] = {}
         self.sendgrid_batch_id: str | None = None
+        # SendGrid: bodies from pre-encoded pieces, posted from two threads.
+        self.prepared = sender is not None and hasattr(sender, "post_prepared")
+        self.writer = self.personaliser.writer({"edition": edition_id}) if self.prepared else None
+        self.poster: _Poster | None = None
+        self.finished: list[_Finished] = []
+        self.auth_error: ProviderAuthError | None = None
 
     # the steps
 
@@ -677,18 +853,35 @@ class _Run:
         self._pull_suppressions()
         if not self.dry_run:
             self._prepare_edition()
+            self.builder._recorded = self.ledger.recorded()
         try:
             if not self.dry_run:
                 self._in_flight()
                 self._mark_suppressed()
-            self._stream(subs.iter_subscribers(self.store, statuses=("active",), batch_size=self.batch_size))
+            # The common case needs no per-reader look-ups: a first run, and no post of this window
+            # in an earlier edition.
+            self.check_done = not self.dry_run and self.ledger.any_done()
+            self.before_new, self.before_old = self.ledger.sent_before(self.builder.candidates)
+            if self.prepared and not self.dry_run:
+                self.poster = _Poster(self.sender, threads=1)
+            self._stream(
+                subs.iter_subscribers(self.store, statuses=("active",), batch_size=max(self.batch_size, 5000))
+            )
             self._flush_all()
+            self._drain(wait=True)
+            if self.auth_error is not None:
+                raise self.auth_error
             if not self.dry_run:
                 self._finish_edition()
         except ProviderAuthError as exc:
             self.summary.stopped = str(exc)
             raise
         finally:
+            if self.poster is not None:
+                try:
+                    self._drain(wait=True)
+                finally:
+                    self.poster.close()
             if self.lock is not None:
                 self.lock.release()
             if self.sender is not None and hasattr(self.sender, "requests"):
@@ -717,7 +910,7 @@ class _Run:
                 as_of=self.window[1],
                 window=self.window,
                 edition_id=self.edition_id,
-                posts=self.builder.posts,
+                posts=self.posts,
             )
             manifest = pipeline.manifest(all_edition, None, self.config)
             record = edition_store.record_edition(
@@ -784,9 +977,10 @@ class _Run:
 
     def _stream(self, readers: Iterable[Subscriber]) -> None:
         page: list[Subscriber] = []
+        size = max(self.batch_size, 5000)
         for sub in readers:
             page.append(sub)
-            if len(page) >= self.batch_size:
+            if len(page) >= size:
                 self._page(page)
                 page = []
         if page:
@@ -794,38 +988,70 @@ class _Run:
 
     def _page(self, page: list[Subscriber]) -> None:
         first, last = page[0].id, page[-1].id
-        done = self.ledger.done_in_range(first, last)
-        received = self.ledger.received(first, last, self.builder.candidates)
+        done = self.ledger.done_in_range(first, last) if self.check_done else ()
+        received = (
+            self.ledger.received(first, last, self.before_new, self.before_old)
+            if self.before_new or self.before_old
+            else {}
+        )
         skipped: list[tuple[int, str, str]] = []
+        suppressed = self.suppressed
+        plain: dict[tuple[str, ...], _Group | _Variant] = self._plain
+        no_exclusions: frozenset[str] = frozenset()
+        batch_size = self.batch_size
         for sub in page:
-            self.processed += 1
-            if sub.id in done:
+            sid = sub.id
+            if done and sid in done:
                 self.summary.already_sent += 1
                 continue
-            suppressed = self.suppressed.get(sub.email.casefold())
-            label = category_label(sub.categories)
             if suppressed:
-                self.summary.skipped[f"on SendGrid's {suppressed} list"] += 1
-                skipped.append((sub.id, label, f"suppressed by SendGrid ({suppressed})"))
-                continue
-            have = received.get(sub.id)
-            variant = self.builder.variant(sub.categories, frozenset(have) if have else frozenset())
-            if variant.rendered is None:
-                self.summary.skipped[NOTHING_NEW] += 1
-                skipped.append((sub.id, label, NOTHING_NEW))
-                continue
-            group = self.groups.get(variant.key)
+                why = suppressed.get(sub.email.casefold())
+                if why:
+                    self.summary.skipped[f"on SendGrid's {why} list"] += 1
+                    skipped.append((sid, category_label(sub.categories), f"suppressed by SendGrid ({why})"))
+                    continue
+            have = received.get(sid) if received else None
+            group = None if have else plain.get(sub.categories)
             if group is None:
-                group = self.groups[variant.key] = _Group(variant)
-            group.members.append(sub)
+                variant = self.builder.variant(sub.categories, frozenset(have) if have else no_exclusions)
+                if variant.rendered is None:
+                    if not have:
+                        plain[sub.categories] = variant
+                    self.summary.skipped[NOTHING_NEW] += 1
+                    skipped.append((sid, variant.category_set, NOTHING_NEW))
+                    continue
+                group = self.groups.get(variant.key)
+                if group is None:
+                    group = self.groups[variant.key] = _Group(variant)
+                if not have:
+                    plain[sub.categories] = group
+            elif isinstance(group, _Variant):  # nothing new for this set
+                self.summary.skipped[NOTHING_NEW] += 1
+                skipped.append((sid, group.category_set, NOTHING_NEW))
+                continue
+            members = group.members
+            members.append((sid, sub.email, sub.name))
             self.buffered += 1
-            if len(group.members) >= self.batch_size:
+            if len(members) >= batch_size:
                 self._flush(group)
+        self.processed += len(page)
         if skipped and not self.dry_run:
             self.ledger.skip(skipped)
-        while self.buffered > self.max_buffered:
-            self._flush(max(self.groups.values(), key=lambda g: len(g.members)))
+        if self.buffered > self.max_buffered:
+            # The biggest groups go out part-full until the buffer is back under half its limit.
+            for group in sorted(self.groups.values(), key=lambda g: len(g.members), reverse=True):
+                if self.buffered <= self.max_buffered // 2:
+                    break
+                self._flush(group)
         self._report()
+
+    @property
+    def _plain(self) -> dict[tuple[str, ...], Any]:
+        """Category set -> its group (or its empty variant) when no post is left out: one dict hit per reader."""
+        cache = self.__dict__.get("_plain_cache")
+        if cache is None:
+            cache = self.__dict__["_plain_cache"] = {}
+        return cache
 
     def _flush_all(self) -> None:
         for group in list(self.groups.values()):
@@ -837,13 +1063,15 @@ class _Run:
         members, group.members = group.members, []
         self.buffered -= len(members)
         for chunk in _chunks(members, self.batch_size):
-            self._send_batch(group.variant, chunk)
+            if self.prepared:
+                self._send_prepared(group.variant, chunk)
+            else:
+                self._send_batch(group.variant, chunk)
 
-    def _send_batch(self, variant: _Variant, members: list[Subscriber]) -> None:
+    def _batch_message(self, variant: _Variant, recipients: Sequence[Recipient]) -> BatchMessage:
         rendered = variant.rendered
         assert rendered is not None
-        recipients = [self.personaliser.recipient(s) for s in members]
-        batch = BatchMessage(
+        return BatchMessage(
             subject=rendered.subject,
             html=rendered.html,
             text=rendered.text,
@@ -853,6 +1081,80 @@ class _Run:
             send_at=int(self.send_at.timestamp()) if self.send_at else None,
             batch_id=self.sendgrid_batch_id,
         )
+
+    def _send_prepared(self, variant: _Variant, members: list[_Member]) -> None:
+        """SendGrid: the body from the email's prefix and one JSON fragment per reader."""
+        if self.auth_error is not None:
+            raise self.auth_error
+        sender: Any = self.sender
+        if variant.prefix is None:
+            variant.prefix = sender.prepared_prefix(self._batch_message(variant, ()))
+        urls = self.personaliser.personal_urls
+        fragment = self.writer.fragment  # type: ignore[union-attr]
+        parts = []
+        for sid, email, name in members:
+            pref, unsub = urls(email)
+            parts.append(fragment(email, name, pref, unsub, sid))
+        data = sender.prepared_body(variant.prefix, parts, [m[1] for m in members])
+        del parts
+        self.summary.batches += 1
+        if self.dry_run:
+            self.summary.sent += len(members)
+            return
+        assert self.lock is not None and self.poster is not None
+        # One batch in flight at a time, as with a plain loop (a crash leaves at most one batch
+        # undecided); the next body is built while the previous request is out.
+        for job in self.poster.ready(wait=True):
+            self._answer(job)
+        if self.auth_error is not None:
+            self.ledger.finish(self._take_finished())
+            raise self.auth_error
+        self.lock.renew()
+        ids = [m[0] for m in members]
+        batch_row = self.ledger.begin_batch(variant, ids, self._take_finished())
+        self.poster.put(_Posting(variant, batch_row, ids, data))
+
+    def _take_finished(self) -> list[_Finished]:
+        done, self.finished = self.finished, []
+        return done
+
+    def _drain(self, wait: bool = False) -> None:
+        """Collect answers from the posting threads; write them (with the next batch, or now)."""
+        if self.poster is not None:
+            while True:
+                jobs = self.poster.ready(wait=wait)
+                for job in jobs:
+                    self._answer(job)
+                if not wait or not self.poster.pending:
+                    break
+        if wait and self.finished:
+            self.ledger.finish(self._take_finished())
+        if wait:
+            self._report()
+
+    def _answer(self, job: _Posting) -> None:
+        n = len(job.ids)
+        if job.error is None:
+            self.finished.append(_Finished(job.batch_id, job.ids, message_id=job.message_id))
+            self.summary.sent += n
+            return
+        error = str(job.error)
+        self.finished.append(_Finished(job.batch_id, job.ids, error=error))
+        if isinstance(job.error, ProviderAuthError):
+            self.summary.failed["provider refused the API key"] += n
+            self.auth_error = job.error
+            return
+        if self.auth_error is not None or (self.poster is not None and self.poster.stop.is_set()):
+            self.summary.failed["not sent: the run stopped"] += n
+            return
+        self.summary.batches_failed += 1
+        self.summary.failed[_reason(error)] += n
+        log.warning("Batch %d of edition %s failed: %s", job.batch_id, self.edition_id, error)
+
+    def _send_batch(self, variant: _Variant, members: list[_Member]) -> None:
+        member = self.personaliser.member
+        recipients = [member(sid, email, name) for sid, email, name in members]
+        batch = self._batch_message(variant, recipients)
         self.summary.batches += 1
         if self.dry_run:
             builder = getattr(self.sender, "batch_body", None)
@@ -862,18 +1164,18 @@ class _Run:
             return
         assert self.lock is not None
         self.lock.renew()
-        ids = [s.id for s in members]
-        by_email = {s.email: s.id for s in members}
-        batch_row = self.ledger.begin_batch(variant.category_set, ids, variant.post_ids)
+        ids = [m[0] for m in members]
+        by_email = {m[1]: m[0] for m in members}
+        batch_row = self.ledger.begin_batch(variant, ids)
         assert self.sender is not None
         try:
             result = self.sender.send_batch(batch)
         except ProviderAuthError as exc:
-            self.ledger.finish_batch(batch_row, ids, message_id=None, failed={}, error=str(exc))
+            self.ledger.finish([_Finished(batch_row, ids, error=str(exc))])
             self.summary.failed["provider refused the API key"] += len(members)
             raise
         except SendError as exc:
-            self.ledger.finish_batch(batch_row, ids, message_id=None, failed={}, error=str(exc))
+            self.ledger.finish([_Finished(batch_row, ids, error=str(exc))])
             self.summary.batches_failed += 1
             self.summary.failed[_reason(str(exc))] += len(members)
             log.warning("Batch %d of edition %s failed: %s", batch_row, self.edition_id, exc)
@@ -881,7 +1183,7 @@ class _Run:
         failed = {by_email[e]: reason for e, reason in result.failed.items() if e in by_email}
         ids_seen = set(result.message_ids.values())
         message_id = next(iter(ids_seen)) if len(ids_seen) == 1 else None
-        self.ledger.finish_batch(batch_row, ids, message_id=message_id, failed=failed)
+        self.ledger.finish([_Finished(batch_row, ids, message_id=message_id, failed=failed)])
         if len(ids_seen) > 1:
             self.ledger.per_recipient_ids(batch_row, {by_email[e]: m for e, m in result.message_ids.items()})
         for reason in failed.values():
