@@ -21,7 +21,12 @@ def send_config(root: Path, **sections: dict[str, Any]) -> Config:
     """A config under ``root`` with fast retries, a SQLite file and six categories."""
     data: dict[str, Any] = {
         "site": {"name": "The Test Brief", "base_url": "https://brief.example.com"},
-        "sender": {"from_email": "brief@example.com", "from_name": "Test Brief", "max_retries": 4},
+        "sender": {
+            "from_email": "brief@example.com",
+            "from_name": "Test Brief",
+            "max_retries": 4,
+            "retry_base_seconds": 0.001,  # retry storms finish in milliseconds
+        },
         "database": {"url": f"sqlite:///{root / 'digest.db'}"},
         "web": {"base_url": "https://brief.example.com"},
         "posts": {"folder": str(root / "posts"), "cache": str(root / ".cache")},
@@ -34,8 +39,7 @@ def send_config(root: Path, **sections: dict[str, Any]) -> Config:
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Backoff in milliseconds (the sender reads $DIGEST_RETRY_BASE_SECONDS)."""
-    monkeypatch.setenv("DIGEST_RETRY_BASE_SECONDS", "0.001")
+    """The test secret (backoff is ``sender.retry_base_seconds`` in ``send_config``)."""
     monkeypatch.setenv("DIGEST_SECRET", "test-secret-that-is-long-enough-1234")
 
 
@@ -84,6 +88,7 @@ from_email = "brief@example.com"
 from_name = "Test Brief"
 outbox = "out"
 max_retries = 4
+retry_base_seconds = 0.001
 [database]
 url = "sqlite:///{root / "digest.db"}"
 [web]
@@ -130,8 +135,9 @@ class SendSite:
 
 
 @pytest.fixture
-def send_site(tmp_path: Path, fast_retries: None) -> Iterator[SendSite]:
-    site = SendSite(tmp_path)
+def send_site(tmp_path: Path, fast_retries: None, db_url: str) -> Iterator[SendSite]:
+    """The site on each database of conftest's ``db_url``: SQLite and a real PostgreSQL."""
+    site = SendSite(tmp_path, database={"url": db_url})
     yield site
     site.store.dispose()
 

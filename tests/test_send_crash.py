@@ -27,7 +27,6 @@ def _env(server: FakeSendGrid) -> dict[str, str]:
         "SENDGRID_API_KEY": API_KEY,
         "SENDGRID_API_HOST": server.url,
         "DIGEST_SECRET": "test-secret-that-is-long-enough-1234",
-        "DIGEST_RETRY_BASE_SECONDS": "0.001",
     }
 
 

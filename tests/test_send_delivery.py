@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fake_sendgrid import FakeSendGrid, validate_mail
 from send_fixtures import *  # noqa: F403  (fixtures)
-from send_fixtures import AS_OF, SendSite
+from send_fixtures import AS_OF, SendSite, send_config
 
 from digest import subscribers
 from digest.errors import ProviderAuthError, SendError
+from digest.send.base import OutgoingMessage
 from digest.send.delivery import EditionLock, cancel, deliver, edition_status, send_test
 from digest.send.outbox import read_outbox
 
@@ -240,3 +241,37 @@ def test_send_at_then_cancel(fake_sendgrid: FakeSendGrid, send_site: SendSite) -
     assert sum(fake_sendgrid.delivered().values()) == 0
     with pytest.raises(SendError, match="cancelled"):
         _sendgrid(send_site)
+
+
+def test_nothing_new_note_when_the_whole_window_is_empty(tmp_path, fast_retries, db_url) -> None:  # type: ignore[no-untyped-def]
+    """No post at all in the window: with nothing_new = "note" every reader gets the note, once."""
+    site = SendSite(tmp_path, edition={"nothing_new": "note"}, database={"url": db_url})
+    try:
+        site.add("a@example.org", "US")
+        site.add("b@example.org", ["Asia", "Climate"])
+        empty = datetime(2026, 3, 6, 12, 0, tzinfo=UTC)  # weeks after the newest post
+        first = deliver(site.config, site.store, as_of=empty, sender_name="outbox", outbox=tmp_path / "out")
+        assert first.sent == 2 and first.renders == 0
+        mails = read_outbox(tmp_path / "out")
+        assert sorted(m["To"] for m in mails) == ["a@example.org", "b@example.org"]
+        assert all("nothing new" in m["Subject"] for m in mails)
+        again = deliver(site.config, site.store, as_of=empty, sender_name="outbox", outbox=tmp_path / "out")
+        assert again.sent == 0 and again.already_sent == 2
+    finally:
+        site.store.dispose()
+
+
+def test_retry_delay_comes_from_the_config_key(tmp_path, fake_sendgrid) -> None:  # type: ignore[no-untyped-def]
+    """sender.retry_base_seconds sets the first backoff (no environment variable is read)."""
+    from digest.send.sendgrid import SendGridSender
+
+    config = send_config(tmp_path, sender={"retry_base_seconds": 0.25})
+    sender = SendGridSender.from_config(config)
+    slept: list[float] = []
+    sender.sleep = slept.append
+    fake_sendgrid.fail_next("500", times=2)
+    sender.send_one(
+        OutgoingMessage(to="a@example.org", subject="s", html="<p>h</p>", text="t", categories=("x",))
+    )
+    assert sender.backoff == 0.25
+    assert len(slept) == 2 and 0.125 <= slept[0] <= 0.375 and 0.25 <= slept[1] <= 0.75

@@ -49,7 +49,6 @@ RESERVED_HEADERS = frozenset(
 )
 ONE_CLICK = "List-Unsubscribe=One-Click"
 BACKENDS = ("outbox", "sendgrid", "smtp")
-RETRY_BASE_ENV = "DIGEST_RETRY_BASE_SECONDS"
 
 
 @dataclass(frozen=True)
@@ -151,14 +150,8 @@ class Sender(Protocol):
 
 
 def retry_base_seconds(config: Config) -> float:
-    """The first backoff delay: sender.retry_base_seconds if the config has it, else the env var.
-
-    Tests set it tiny so that retry storms finish in milliseconds without patching anything.
-    """
-    value = getattr(config.sender, "retry_base_seconds", None)
-    if value is None:
-        value = float(os.environ.get(RETRY_BASE_ENV, "1.0"))
-    return float(value)
+    """The first backoff delay: ``sender.retry_base_seconds`` (tests set it tiny in their config)."""
+    return float(config.sender.retry_base_seconds)
 
 
 def build_mime(

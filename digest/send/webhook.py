@@ -142,9 +142,11 @@ def record_events(store: Any, events: list[dict[str, Any]]) -> WebhookSummary:
                 processed_at=utcnow(),
             )
             .on_conflict_do_nothing(index_elements=[provider_events.c.id])
+            .returning(provider_events.c.id)
         )
         with store.session() as s:
-            new = s.execute(stmt).rowcount == 1
+            # RETURNING, not rowcount: psycopg's rowcount through a Session is not 1 here.
+            new = s.execute(stmt).first() is not None
         if not new:
             summary.duplicates += 1
             continue
