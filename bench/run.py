@@ -1318,7 +1318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--subscribers", help="send sizes, comma-separated (default 10000,100000; quick 10000)"
     )
     parser.add_argument("--json", type=Path, default=BENCH / "results" / "latest.json")
-    parser.add_argument("--runs", type=int, help="runs per figure for the slow stages (default 5; quick 3)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help="runs per figure for the slow stages (default 5; quick: 2 for posts, 1 for sends)",
+    )
     parser.add_argument(
         "--real-max",
         type=int,
