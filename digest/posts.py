@@ -77,6 +77,9 @@ class _Handler(YAMLHandler):
     """
 
     def load(self, fm: str, **kwargs: object) -> Any:
+        simple = _simple_front_matter(fm)
+        if simple is not None:
+            return simple
         loader = SafeLoader(fm)
         try:
             node = loader.get_single_node()
@@ -106,6 +109,106 @@ def _keep_text(node: yaml.Node) -> None:
 
 
 _HANDLER = _Handler()
+
+# --- a fast path for the front matter nearly every post has ---------------------------------------
+# YAML costs about 0.3 ms a post, most of a cold load. Front matter made only of `key: value`
+# lines, `- item` lists and `[a, b]` lists is read here instead; anything else (block scalars,
+# nested maps, anchors, escapes, tabs, comments after values) goes to YAML. The result must be
+# what the YAML path gives after _keep_text: tests compare both on every fixture.
+_SIMPLE_KEY = re.compile(r"([A-Za-z_][\w.-]*):(?:[ ]+(.*))?$")
+_SIMPLE_ITEM = re.compile(r"[ ]*-[ ]+(.*)$")
+_PLAIN_BAD_START = frozenset("[]{}&*!|>%@`#,?:-'\"")
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+
+
+class _NotSimple(Exception):
+    """The front matter needs the real YAML parser."""
+
+
+def _simple_scalar(raw: str) -> str | None:
+    """One scalar's text if it is plain or simply quoted, the same as YAML would read it."""
+    value = raw.rstrip(" ")
+    if not value:
+        return None
+    first = value[0]
+    if first == '"':
+        inner = value[1:-1]
+        if len(value) < 2 or value[-1] != '"' or '"' in inner or "\\" in inner:
+            raise _NotSimple
+        return inner
+    if first == "'":
+        inner = value[1:-1]
+        if len(value) < 2 or value[-1] != "'" or "'" in inner:
+            raise _NotSimple
+        return inner
+    if first in _PLAIN_BAD_START or ": " in value or " #" in value or value.endswith(":"):
+        raise _NotSimple
+    return None if value in _NULLS else value
+
+
+def _simple_list(raw: str) -> list[str | None]:
+    inner = raw.rstrip(" ")[1:-1]
+    if not raw.rstrip(" ").endswith("]") or any(c in inner for c in "[]{}\"'#"):
+        raise _NotSimple
+    if not inner.strip():
+        return []
+    return [_simple_scalar(part.strip()) for part in inner.split(",")]
+
+
+class _BlockList(list):  # type: ignore[type-arg]
+    """The items of a `key:` followed by `- item` lines (null in YAML when there are none)."""
+
+
+def _simple_front_matter(fm: str) -> dict[str, Any] | None:
+    """The used keys of simple front matter as YAML would give them, or None to use YAML."""
+    if "\t" in fm:
+        return None
+    result: dict[str, Any] = {}
+    current: _BlockList | None = None  # the list that `- item` lines add to
+    try:
+        for line in fm.split("\n"):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            item = _SIMPLE_ITEM.match(line)
+            if item is not None:
+                if current is None:
+                    return None
+                current.append(_simple_scalar(item.group(1)))
+                continue
+            match = _SIMPLE_KEY.match(line)
+            if match is None:
+                return None
+            key, raw = match.group(1), match.group(2) or ""
+            value: Any
+            if not raw.strip():
+                value = current = _BlockList()
+            else:
+                current = None
+                value = _simple_list(raw) if raw.startswith("[") else _simple_scalar(raw)
+            name = key.lower()
+            if name not in _USED_KEYS:
+                continue
+            typed = name not in _TEXT_KEYS and value is not None
+            if typed and (isinstance(value, _BlockList) or not _simple_typed_ok(name, value)):
+                return None
+            result[key] = value
+    except _NotSimple:
+        return None
+    return {k: (None if isinstance(v, _BlockList) and not v else v) for k, v in result.items()}
+
+
+def _simple_typed_ok(name: str, value: str) -> bool:
+    """Only values whose YAML reading we mirror exactly: dates as text, and published flags."""
+    if name == "date":
+        if _DATE_TEXT.match(value) is None:
+            return False
+        try:
+            parse_date_text(value)  # YAML refuses impossible dates (month 13) outright
+        except ValueError:
+            return False
+        return True
+    return value.lower() in {"true", "false", "yes", "no", "on", "off"}
 
 
 Notice = tuple[int, str]  # (logging level, message): what the loader tells the site owner
