@@ -54,6 +54,7 @@ def populate(db: Path, n: int, rng: random.Random) -> None:
     import sqlite3
 
     from digest.config import category_key
+    from digest.subscribers import category_set_label
 
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     keys = [category_key(c) for c in CATEGORIES]
@@ -66,11 +67,13 @@ def populate(db: Path, n: int, rng: random.Random) -> None:
             subs, cats = [], []
             for i in range(start, min(n, start + chunk)):
                 email = f"reader{i:07d}@example.org"
-                subs.append((i + 1, email, email, "", "active", now, now, now))
-                cats.extend((i + 1, key) for key in rng.sample(keys, rng.randint(1, 4)))
+                mine = rng.sample(keys, rng.randint(1, 4))
+                label = category_set_label(mine)
+                subs.append((i + 1, email, email, "", "active", now, now, now, label))
+                cats.extend((i + 1, key) for key in mine)
             conn.executemany(
                 "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at, "
-                "confirmed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "confirmed_at, category_set) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 subs,
             )
             conn.executemany(

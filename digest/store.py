@@ -103,12 +103,17 @@ subscribers = Table(
     Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
     Column("confirmed_at", UTCDateTime, nullable=True),
     Column("unsubscribed_at", UTCDateTime, nullable=True),
+    # The reader's category keys, sorted and joined with ", " (deliveries.category_set's label;
+    # "" for none), kept in step with subscriber_categories by digest.subscribers (migration 0003).
+    Column("category_set", Text, nullable=False, default="", server_default=""),
     CheckConstraint(
         "status IN ('pending', 'active', 'paused', 'unsubscribed', 'bounced', 'complained')",
         name="status",
     ),
     # Streaming active subscribers in id order (keyset pagination) walks this index.
     Index("ix_subscribers_status_id", "status", "id"),
+    # A send streams each category set's readers together: (category_set, id) keyset pages.
+    Index("ix_subscribers_status_category_set_id", "status", "category_set", "id"),
 )
 
 subscriber_categories = Table(

@@ -133,6 +133,34 @@ class SendSite:
             emails.append(email)
         return emails
 
+    def add_bulk(self, n: int, categories: list[str], *, start: int = 0, prefix: str = "bulk") -> list[str]:
+        """``n`` active readers of one category set, inserted in one statement each table (fast)."""
+        from digest import subscribers
+        from digest.config import category_key
+        from digest.store import subscriber_categories, utcnow
+        from digest.store import subscribers as table
+
+        keys = sorted({category_key(c) for c in categories})
+        now = utcnow()
+        emails = [f"{prefix}{i:06d}@example.org" for i in range(start, start + n)]
+        with self.store.session() as s:
+            s.execute(
+                table.insert(),
+                [
+                    {"email": e, "email_key": e, "name": "", "status": "active", "created_at": now,
+                     "updated_at": now, "confirmed_at": now, "category_set": subscribers.category_set_label(keys)}
+                    for e in emails
+                ],
+            )  # fmt: skip
+            ids = s.execute(
+                table.select().with_only_columns(table.c.id).where(table.c.email.in_(emails))
+            ).scalars()
+            s.execute(
+                subscriber_categories.insert(),
+                [{"subscriber_id": sid, "category_key": k} for sid in ids for k in keys],
+            )
+        return emails
+
 
 @pytest.fixture
 def send_site(tmp_path: Path, fast_retries: None, db_url: str) -> Iterator[SendSite]:

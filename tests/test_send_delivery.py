@@ -275,3 +275,28 @@ def test_retry_delay_comes_from_the_config_key(tmp_path, fake_sendgrid) -> None:
     )
     assert sender.backoff == 0.25
     assert len(slept) == 2 and 0.125 <= slept[0] <= 0.375 and 0.25 <= slept[1] <= 0.75
+
+
+def test_sendgrid_batches_are_full_and_each_set_flushes_at_its_end(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    """Readers arrive set by set: 2,500 of one set are 1000/1000/500, whatever their ids."""
+    # Interleave the sets' ids, so an id-ordered read would see them mixed.
+    us: list[str] = []
+    for i in range(5):
+        us += send_site.add_bulk(500, ["US"], start=i * 500, prefix="us")
+        send_site.add_bulk(3, ["Europe", "Asia"], start=i * 3, prefix="ea")
+    send_site.add("climate@example.org", "Climate")
+    summary = _sendgrid(send_site)
+    assert summary.sent == 2516 and summary.ok
+    sizes = {}
+    for accepted in fake_sendgrid.accepted:
+        first = accepted.body["personalizations"][0]["to"][0]["email"]
+        sizes.setdefault(first[:2], []).append(len(accepted.body["personalizations"]))
+    assert sizes == {"us": [1000, 1000, 500], "ea": [15], "cl": [1]}
+    assert summary.batches == 5 and len(fake_sendgrid.accepted) == 5
+    assert fake_sendgrid.delivered() == Counter({e: 1 for e in fake_sendgrid.delivered()})
+    assert set(us) <= set(fake_sendgrid.delivered())
+    st = edition_status(send_site.store, "2026-W02")
+    assert st.deliveries == {"sent": 2516}
+    assert st.category_sets == {"us": 2500, "asia, europe": 15, "climate": 1}

@@ -208,3 +208,42 @@ def test_reading_transaction_sees_committed_rows(store):
         session.execute(insert(subscribers).values(email="r@example.com", email_key="r@example.com"))
     with store.reading() as connection:
         assert connection.execute(text("select count(*) from subscribers")).scalar() == 1
+
+
+def test_migration_0003_backfills_category_set(db_url, make_config):
+    """A database at 0002 with readers gets subscribers.category_set filled from their categories."""
+    from digest.store import create_store_engine
+
+    config = make_config()
+    engine = create_store_engine(config, db_url)
+    try:
+        migrate(engine, "0002")
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        rows = {1: ["tech", "news", "data science"], 2: ["news"], 3: [], 4: ["zeta", "Alpha", "beta"]}
+        with engine.begin() as connection:
+            for sid in rows:
+                connection.execute(
+                    text(
+                        "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at) "
+                        "VALUES (:id, :e, :e, '', 'active', :now, :now)"
+                    ),
+                    {"id": sid, "e": f"r{sid}@example.com", "now": now.replace(tzinfo=None)},
+                )
+                for key in rows[sid]:
+                    connection.execute(
+                        text(
+                            "INSERT INTO subscriber_categories (subscriber_id, category_key) VALUES (:s, :k)"
+                        ),
+                        {"s": sid, "k": key},
+                    )
+        migrate(engine, "head")
+        assert current_revision(engine) == head()
+        with engine.connect() as connection:
+            got = dict(connection.execute(select(subscribers.c.id, subscribers.c.category_set)).all())
+        # Sorted by code point, as Python sorts (upper case first), whatever the collation.
+        assert got == {sid: ", ".join(sorted(keys)) for sid, keys in rows.items()}
+        assert got[1] == "data science, news, tech" and got[3] == "" and got[4] == "Alpha, beta, zeta"
+        indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("subscribers")}
+        assert indexes["ix_subscribers_status_category_set_id"] == ["status", "category_set", "id"]
+    finally:
+        engine.dispose()

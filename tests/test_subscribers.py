@@ -467,3 +467,98 @@ def test_export_round_trips_through_import(store, config, tmp_path, make_config)
         ] == [(s.email, s.name, s.categories, s.status) for s in subs.iter_subscribers(store, statuses=None)]
     finally:
         other.dispose()
+
+
+# -- subscribers.category_set (denormalised for the sender) ------------------------------------
+
+
+def stored_sets(store) -> dict[str, str]:
+    """email -> the category_set column, read straight from the table."""
+    with store.session() as session:
+        return dict(session.execute(select(subscribers.c.email, subscribers.c.category_set)).all())
+
+
+def sets_from_rows(store) -> dict[str, str]:
+    """email -> what the category_set column should hold, worked out from subscriber_categories."""
+    with store.session() as session:
+        rows = session.execute(
+            select(subscribers.c.email, subscriber_categories.c.category_key).join(
+                subscriber_categories, subscriber_categories.c.subscriber_id == subscribers.c.id, isouter=True
+            )
+        ).all()
+    found: dict[str, list[str]] = {}
+    for email, key in rows:
+        found.setdefault(email, [])
+        if key is not None:
+            found[email].append(key)
+    return {email: subs.category_set_label(keys) for email, keys in found.items()}
+
+
+def test_category_set_label_is_sorted_and_round_trips():
+    assert subs.category_set_label(["tech", "data science", "news", "tech"]) == "data science, news, tech"
+    assert subs.category_set_keys("data science, news, tech") == ("data science", "news", "tech")
+    assert subs.category_set_label([]) == "" and subs.category_set_keys("") == ()
+
+
+def test_category_set_follows_every_change(store, config, tmp_path):
+    subs.subscribe(store, config, "a@example.com", ["Tech", "News"], confirmed=True)
+    subs.subscribe(store, config, "web@example.com", "Data Science", source="web")
+    assert stored_sets(store) == {"a@example.com": "news, tech", "web@example.com": "data science"}
+    subs.set_categories(store, config, "a@example.com", ["Data Science"], source="web")
+    assert stored_sets(store)["a@example.com"] == "data science"
+    subs.subscribe(store, config, "a@example.com", ["News", "Data Science", "Tech"], confirmed=True)
+    assert stored_sets(store)["a@example.com"] == "data science, news, tech"
+    subs.unsubscribe(store, "a@example.com", source="web")
+    assert stored_sets(store)["a@example.com"] == "data science, news, tech"  # kept, not mailed
+    subs.subscribe(store, config, "a@example.com", ["News"], confirmed=True)  # resubscribe
+    assert stored_sets(store)["a@example.com"] == "news"
+    subs.unsubscribe(store, "web@example.com", source="web")
+    subs.subscribe(store, config, "web@example.com", ["Tech", "News"], source="web")  # pending again
+    assert stored_sets(store)["web@example.com"] == "news, tech"
+    report = subs.import_csv(
+        store,
+        config,
+        write(
+            tmp_path,
+            "email,name,categories,status\n"
+            "new@example.com,,Tech;News,\n"
+            "a@example.com,,Data Science|Tech,\n"
+            "web@example.com,Renamed,,\n",  # no categories given: the set stays
+        ),
+    )
+    assert report.ok and (report.created, report.updated) == (1, 2)
+    assert stored_sets(store) == {
+        "a@example.com": "data science, tech",
+        "web@example.com": "news, tech",
+        "new@example.com": "news, tech",
+    }
+    assert stored_sets(store) == sets_from_rows(store)
+
+
+def test_category_set_is_not_changed_by_a_failed_change(store, config):
+    subs.subscribe(store, config, "a@example.com", ["Tech"], confirmed=True)
+    with pytest.raises(StoreError):
+        subs.set_categories(store, config, "a@example.com", ["Gossip"], source="web")
+    assert stored_sets(store) == {"a@example.com": "tech"} == sets_from_rows(store)
+
+
+def test_iter_send_rows_groups_each_set_and_pages_exactly(store, config):
+    wanted = ["News", ["Tech", "News"], "Tech", "News", ["News", "Tech"], "Data Science", "News"]
+    for i, cats in enumerate(wanted):
+        subs.subscribe(store, config, f"r{i}@example.com", cats, name=f"R{i}", confirmed=True)
+    subs.subscribe(store, config, "pending@example.com", "News", source="web")
+    subs.subscribe(store, config, "gone@example.com", "News", confirmed=True)
+    subs.unsubscribe(store, "gone@example.com", source="web")
+    everyone = list(subs.iter_send_rows(store))
+    assert [row[3] for row in everyone] == ["data science"] + ["news"] * 3 + ["news, tech"] * 2 + ["tech"]
+    assert all(isinstance(row, tuple) and len(row) == 4 for row in everyone)
+    by_set = [(row[3], row[0]) for row in everyone]
+    assert by_set == sorted(by_set)  # ids ascending within each set
+    assert {row[1] for row in everyone} == {f"r{i}@example.com" for i in range(len(wanted))}
+    assert everyone[0][2] == "R5"
+    for page in (1, 2, 3, 7, 100):
+        assert list(subs.iter_send_rows(store, page=page)) == everyone
+    pending = list(subs.iter_send_rows(store, statuses=["pending"]))
+    assert [row[1] for row in pending] == ["pending@example.com"]
+    with pytest.raises(StoreError):
+        list(subs.iter_send_rows(store, statuses=["gone"]))

@@ -6,9 +6,12 @@ How a send goes:
    in ``editions``. A run takes the row's lock (``lock_owner``/``lock_expires``, a conditional
    UPDATE, renewed as batches go out), so two runs of one edition cannot both send. A lock left
    by a process that died on this host is taken over at once; one held elsewhere expires.
-2. Subscribers stream from the database in id order (``subscribers.iter_subscribers``). Anyone
-   already ``sent`` or ``in_flight`` for this edition is passed over, so a rerun only sends to
-   those not yet sent (failed and skipped readers are looked at again).
+2. Subscribers stream from the database ordered by (category set, id)
+   (``subscribers.iter_send_rows``, over the denormalised ``subscribers.category_set`` column
+   and its index), so each set's readers arrive together: the set is rendered once, its batches
+   go out full (1,000) and the last part-full one at the set's end, with no buffer across sets.
+   Anyone already ``sent`` or ``in_flight`` for this edition is passed over, so a rerun only
+   sends to those not yet sent (failed and skipped readers are looked at again).
 3. Each reader's email is built from their category set, minus any post the ``received_posts``
    ledger says they already have. Each distinct (categories, posts left out) is built and
    rendered once through ``digest.pipeline`` and reused; only the personal links differ, filled
@@ -63,13 +66,16 @@ from digest.model import (
     Subscriber,
 )
 from digest.send.base import ONE_CLICK, BatchMessage, OutgoingMessage, Recipient, Sender, make_sender
+from digest.subscribers import category_set_keys
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+PAGE = 10_000  # readers read (and checked against the ledger) per query
 LOCK_SECONDS = 300
-# Recipients held back waiting for their group's batch to fill. Past this, the biggest groups go
-# out part-full: more requests, but memory stays bounded however many readers there are.
+# Recipients held back waiting for their group's batch to fill. Readers arrive set by set and each
+# set's batches go at its end, so only many variants of one set (readers who already had some of
+# its posts) come near this; past it the biggest groups go out part-full, keeping memory bounded.
 MAX_BUFFERED = 200_000
 NOTHING_NEW = "nothing new in their categories"
 ALL = "all"
@@ -458,6 +464,7 @@ class _Ledger:
         q = "%s" if self.pg else "?"
         ids = "unnest(CAST(%s AS integer[]))" if self.pg else "(SELECT value FROM json_each(?))"
         in_ids = "= ANY(CAST(%s AS integer[]))" if self.pg else "IN (SELECT value FROM json_each(?))"
+        self._q, self._in_ids = q, in_ids
         cols = (
             "edition_id, subscriber_id, state, batch_id, category_set, provider_message_id, error, updated_at"
         )
@@ -506,7 +513,7 @@ class _Ledger:
             return when
         return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
-    def _ids(self, ids: list[int]) -> Any:
+    def _ids(self, ids: list[Any]) -> Any:
         return ids if self.pg else json.dumps(ids)
 
     # what is already done
@@ -522,18 +529,18 @@ class _Ledger:
             ).first()
         return row is not None
 
-    def done_in_range(self, first: int, last: int) -> set[int]:
-        """Subscribers in [first, last] already sent or in flight for this edition."""
-        d = self.st.deliveries
+    def done_among(self, ids: list[int]) -> set[int]:
+        """Which of these subscribers are already sent or in flight for this edition (a rerun).
+
+        Pages come in (category set, id) order, so they are lists of ids, not id ranges: one
+        statement over a JSON/array list, found by the deliveries primary key.
+        """
+        sql = (
+            f"SELECT subscriber_id FROM deliveries WHERE edition_id = {self._q} "
+            f"AND state IN ('sent', 'in_flight') AND subscriber_id {self._in_ids}"
+        )
         with self.store.reading() as c:
-            rows = c.execute(
-                select(d.c.subscriber_id).where(
-                    d.c.edition_id == self.edition_id,
-                    d.c.subscriber_id.between(first, last),
-                    d.c.state.in_(_DONE),
-                )
-            )
-            return {r[0] for r in rows}
+            return {r[0] for r in c.exec_driver_sql(sql, (self.edition_id, self._ids(ids)))}
 
     def recorded(self) -> dict[str, frozenset[str]]:
         """The posts each email of this edition carried in earlier runs (a rerun)."""
@@ -582,40 +589,31 @@ class _Ledger:
                     )
         return frozenset(new), frozenset(old)
 
-    def received(
-        self, first: int, last: int, new: frozenset[str], old: frozenset[str]
-    ) -> dict[int, set[str]]:
-        """Which of ``new``/``old`` each subscriber in [first, last] already received."""
-        st = self.st
-        d, ep, rp = st.deliveries, st.edition_posts, st.received_posts
+    def received(self, ids: list[int], new: frozenset[str], old: frozenset[str]) -> dict[int, set[str]]:
+        """Which of ``new``/``old`` (posts of earlier editions) each of these subscribers received."""
+        q, in_ids = self._q, self._in_ids
+        in_posts = "= ANY(CAST(%s AS text[]))" if self.pg else "IN (SELECT value FROM json_each(?))"
         found: dict[int, set[str]] = {}
         with self.store.reading() as c:
             if new:
-                rows = c.execute(
-                    select(d.c.subscriber_id, ep.c.post_id)
-                    .select_from(
-                        d.join(
-                            ep, and_(ep.c.edition_id == d.c.edition_id, ep.c.category_set == d.c.category_set)
-                        )
-                    )
-                    .where(
-                        d.c.subscriber_id.between(first, last),
-                        d.c.edition_id != self.edition_id,
-                        d.c.state.in_(_DONE),
-                        ep.c.post_id.in_(sorted(new)),
-                    )
+                sql = (
+                    "SELECT d.subscriber_id, ep.post_id FROM deliveries d JOIN edition_posts ep "
+                    "ON ep.edition_id = d.edition_id AND ep.category_set = d.category_set "
+                    f"WHERE d.subscriber_id {in_ids} AND d.edition_id <> {q} "
+                    f"AND d.state IN ('sent', 'in_flight') AND ep.post_id {in_posts}"
                 )
-                for sid, pid in rows:
+                for sid, pid in c.exec_driver_sql(
+                    sql, (self._ids(ids), self.edition_id, self._ids(sorted(new)))
+                ):
                     found.setdefault(sid, set()).add(pid)
             if old:
-                rows = c.execute(
-                    select(rp.c.subscriber_id, rp.c.post_id).where(
-                        rp.c.subscriber_id.between(first, last),
-                        rp.c.post_id.in_(sorted(old)),
-                        or_(rp.c.edition_id.is_(None), rp.c.edition_id != self.edition_id),
-                    )
+                sql = (
+                    f"SELECT subscriber_id, post_id FROM received_posts WHERE subscriber_id {in_ids} "
+                    f"AND post_id {in_posts} AND (edition_id IS NULL OR edition_id <> {q})"
                 )
-                for sid, pid in rows:
+                for sid, pid in c.exec_driver_sql(
+                    sql, (self._ids(ids), self._ids(sorted(old)), self.edition_id)
+                ):
                     found.setdefault(sid, set()).add(pid)
         return found
 
@@ -749,6 +747,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 # (subscriber id, email, name): what a buffered reader costs, instead of a Subscriber.
 _Member = tuple[int, str, str]
+# (subscriber id, email, name, category set): what subscribers.iter_send_rows streams.
+_Row = tuple[int, str, str, str]
 
 
 @dataclass
@@ -866,6 +866,11 @@ class _Run:
         self.ledger = _Ledger(store, edition_id)
         self.summary = SendSummary(edition_id, dry_run=dry_run, sender=sender_name, send_at=send_at)
         self.groups: dict[tuple[tuple[str, ...], frozenset[str]], _Group] = {}
+        # The category set being streamed, its keys, and its group (or empty variant) when no
+        # post is left out: one comparison per reader instead of a dict look-up.
+        self._current_set: str | None = None
+        self._current_keys: tuple[str, ...] = ()
+        self._current_plain: _Group | _Variant | None = None
         self.buffered = 0
         self.processed = 0
         self.total: int | None = None
@@ -900,9 +905,7 @@ class _Run:
             self.before_new, self.before_old = self.ledger.sent_before(self.builder.candidates)
             if self.prepared and not self.dry_run:
                 self.poster = _Poster(self.sender, threads=1)
-            self._stream(
-                subs.iter_subscribers(self.store, statuses=("active",), batch_size=max(self.batch_size, 5000))
-            )
+            self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))
             self._flush_all()
             self._drain(wait=True)
             if self.auth_error is not None:
@@ -1011,89 +1014,91 @@ class _Run:
                     self.store, email, status, source="sendgrid", detail={"via": "suppression list"}
                 )
 
-    def _stream(self, readers: Iterable[Subscriber]) -> None:
-        page: list[Subscriber] = []
-        size = max(self.batch_size, 5000)
-        for sub in readers:
-            page.append(sub)
-            if len(page) >= size:
+    def _stream(self, readers: Iterable[_Row]) -> None:
+        page: list[_Row] = []
+        for row in readers:
+            page.append(row)
+            if len(page) >= PAGE:
                 self._page(page)
                 page = []
         if page:
             self._page(page)
 
-    def _page(self, page: list[Subscriber]) -> None:
-        first, last = page[0].id, page[-1].id
-        done = self.ledger.done_in_range(first, last) if self.check_done else ()
+    def _page(self, page: list[_Row]) -> None:
+        """One page of readers in (category set, id) order: each set's batches fill, then flush at its end."""
+        ids = [r[0] for r in page] if self.check_done or self.before_new or self.before_old else []
+        done = self.ledger.done_among(ids) if self.check_done else ()
         received = (
-            self.ledger.received(first, last, self.before_new, self.before_old)
+            self.ledger.received(ids, self.before_new, self.before_old)
             if self.before_new or self.before_old
             else {}
         )
         skipped: list[tuple[int, str, str]] = []
         suppressed = self.suppressed
-        plain: dict[tuple[str, ...], _Group | _Variant] = self._plain
+        summary = self.summary
         no_exclusions: frozenset[str] = frozenset()
         batch_size = self.batch_size
-        for sub in page:
-            sid = sub.id
+        current = self._current_set
+        cats = self._current_keys
+        plain: Any = self._current_plain
+        for sid, email, name, label in page:
+            if label != current:
+                # Set boundary: nobody later has this set, so its part-full batches go now.
+                self._flush_all(report=False)
+                current, cats, plain = label, category_set_keys(label), None
             if done and sid in done:
-                self.summary.already_sent += 1
+                summary.already_sent += 1
                 continue
             if suppressed:
-                why = suppressed.get(sub.email.casefold())
+                why = suppressed.get(email.casefold())
                 if why:
-                    self.summary.skipped[f"on SendGrid's {why} list"] += 1
-                    skipped.append((sid, category_label(sub.categories), f"suppressed by SendGrid ({why})"))
+                    summary.skipped[f"on SendGrid's {why} list"] += 1
+                    skipped.append((sid, category_label(cats), f"suppressed by SendGrid ({why})"))
                     continue
             have = received.get(sid) if received else None
-            group = None if have else plain.get(sub.categories)
+            group: Any = None if have else plain
             if group is None:
-                variant = self.builder.variant(sub.categories, frozenset(have) if have else no_exclusions)
+                variant = self.builder.variant(cats, frozenset(have) if have else no_exclusions)
                 if variant.rendered is None:
                     if not have:
-                        plain[sub.categories] = variant
-                    self.summary.skipped[NOTHING_NEW] += 1
+                        plain = variant
+                    summary.skipped[NOTHING_NEW] += 1
                     skipped.append((sid, variant.category_set, NOTHING_NEW))
                     continue
                 group = self.groups.get(variant.key)
                 if group is None:
                     group = self.groups[variant.key] = _Group(variant)
                 if not have:
-                    plain[sub.categories] = group
-            elif isinstance(group, _Variant):  # nothing new for this set
-                self.summary.skipped[NOTHING_NEW] += 1
+                    plain = group
+            elif group.__class__ is _Variant:  # nothing new for this set
+                summary.skipped[NOTHING_NEW] += 1
                 skipped.append((sid, group.category_set, NOTHING_NEW))
                 continue
             members = group.members
-            members.append((sid, sub.email, sub.name))
+            members.append((sid, email, name))
             self.buffered += 1
             if len(members) >= batch_size:
                 self._flush(group)
+        self._current_set, self._current_keys, self._current_plain = current, cats, plain
         self.processed += len(page)
         if skipped and not self.dry_run:
             self.ledger.skip(skipped)
         if self.buffered > self.max_buffered:
-            # The biggest groups go out part-full until the buffer is back under half its limit.
+            # Only many variants of one set (readers who had some posts already) get here.
             for group in sorted(self.groups.values(), key=lambda g: len(g.members), reverse=True):
                 if self.buffered <= self.max_buffered // 2:
                     break
                 self._flush(group)
         self._report()
 
-    @property
-    def _plain(self) -> dict[tuple[str, ...], Any]:
-        """Category set -> its group (or its empty variant) when no post is left out: one dict hit per reader."""
-        cache = self.__dict__.get("_plain_cache")
-        if cache is None:
-            cache = self.__dict__["_plain_cache"] = {}
-        return cache
-
-    def _flush_all(self) -> None:
+    def _flush_all(self, *, report: bool = True) -> None:
+        """Send every part-full batch (a category set ended, or the run did) and forget the groups."""
         for group in list(self.groups.values()):
             if group.members:
                 self._flush(group)
-        self._report()
+        self.groups.clear()
+        if report:
+            self._report()
 
     def _flush(self, group: _Group) -> None:
         members, group.members = group.members, []
