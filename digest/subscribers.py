@@ -613,7 +613,7 @@ def iter_send_rows(
 
     Each category set's readers arrive together, so the sender renders a set once, fills whole
     batches and holds no buffer. Keyset pages on (category_set, id) walk the index on
-    (status, category_set, id): one indexed query per page, no aggregate, plain tuples (a
+    (status, category_set, id, email, name): one covering-index query per page, plain tuples (a
     million readers must not mean a million objects or a million Rows).
     """
     wanted = _check_statuses(statuses) or STATUSES

@@ -1130,14 +1130,15 @@ class _Run:
         sender: Any = self.sender
         if variant.prefix is None:
             variant.prefix = sender.prepared_prefix(self._batch_message(variant, ()))
-        urls = self.personaliser.personal_urls
         fragment = self.writer.fragment  # type: ignore[union-attr]
-        parts = []
-        for sid, email, name in members:
-            pref, unsub = urls(email)
-            parts.append(fragment(email, name, pref, unsub, sid))
-        data = sender.prepared_body(variant.prefix, parts, [m[1] for m in members])
-        del parts
+        emails = [m[1] for m in members]
+        urls = self.personaliser.links.personal_urls_many(emails)
+        parts = [
+            fragment(email, name, pref, unsub, sid)
+            for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
+        ]
+        data = sender.prepared_body(variant.prefix, parts, emails)
+        del parts, urls
         self.summary.batches += 1
         if self.dry_run:
             self.summary.sent += len(members)

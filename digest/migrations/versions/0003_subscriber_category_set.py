@@ -6,7 +6,7 @@ Create Date: 2026-01-27
 
 ``subscribers.category_set`` is the reader's category keys, sorted and joined with ", " (the
 same label ``deliveries.category_set`` uses; "" for none). With an index on
-(status, category_set, id) the sender reads each set's readers together, one indexed page at a
+(status, category_set, id, email, name) the sender reads each set's readers together, one indexed page at a
 time, instead of aggregating ``subscriber_categories`` per reader and buffering readers by set.
 ``digest.subscribers`` rewrites the column in the same transaction as every change to
 ``subscriber_categories``.
@@ -53,10 +53,14 @@ def upgrade() -> None:
         op.execute(_BACKFILL_POSTGRESQL)
     else:
         op.execute(_BACKFILL_SQLITE)
-    op.create_index("ix_subscribers_status_category_set_id", "subscribers", ["status", "category_set", "id"])
+    # Covering (email and name too): a send reads each page in index order, not from table
+    # pages scattered over the file (a set's readers are spread over every id).
+    op.create_index(
+        "ix_subscribers_send_order", "subscribers", ["status", "category_set", "id", "email", "name"]
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_subscribers_status_category_set_id", table_name="subscribers")
+    op.drop_index("ix_subscribers_send_order", table_name="subscribers")
     with op.batch_alter_table("subscribers") as batch:
         batch.drop_column("category_set")
