@@ -244,6 +244,6 @@ def test_migration_0003_backfills_category_set(db_url, make_config):
         assert got == {sid: ", ".join(sorted(keys)) for sid, keys in rows.items()}
         assert got[1] == "data science, news, tech" and got[3] == "" and got[4] == "Alpha, beta, zeta"
         indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("subscribers")}
-        assert indexes["ix_subscribers_status_category_set_id"] == ["status", "category_set", "id"]
+        assert indexes["ix_subscribers_send_order"] == ["status", "category_set", "id", "email", "name"]
     finally:
         engine.dispose()
