@@ -115,8 +115,9 @@ _HANDLER = _Handler()
 # lines, `- item` lists and `[a, b]` lists is read here instead; anything else (block scalars,
 # nested maps, anchors, escapes, tabs, comments after values) goes to YAML. The result must be
 # what the YAML path gives after _keep_text: tests compare both on every fixture.
-_SIMPLE_KEY = re.compile(r"([A-Za-z_][\w.-]*):(?:[ ]+(.*))?$")
-_SIMPLE_ITEM = re.compile(r"[ ]*-[ ]+(.*)$")
+# One line of simple front matter: `key: value` (groups 1, 2), `- item` (group 3), or a blank or
+# comment line (no group). One regex per line: this loop is most of a cold load.
+_SIMPLE_LINE = re.compile(r"(?:([A-Za-z_][\w.-]*):(?:[ ]+(.*))?|[ ]*-[ ]+(.*)|[ ]*(?:#.*)?)$")
 _PLAIN_BAD_START = frozenset("[]{}&*!|>%@`#,?:-'\"")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 
@@ -167,19 +168,18 @@ def _simple_front_matter(fm: str) -> dict[str, Any] | None:
     current: _BlockList | None = None  # the list that `- item` lines add to
     try:
         for line in fm.split("\n"):
-            stripped = line.strip()
-            if not stripped or stripped.startswith("#"):
-                continue
-            item = _SIMPLE_ITEM.match(line)
+            match = _SIMPLE_LINE.match(line)
+            if match is None:
+                return None
+            key, raw, item = match.groups()
             if item is not None:
                 if current is None:
                     return None
-                current.append(_simple_scalar(item.group(1)))
+                current.append(_simple_scalar(item))
                 continue
-            match = _SIMPLE_KEY.match(line)
-            if match is None:
-                return None
-            key, raw = match.group(1), match.group(2) or ""
+            if key is None:
+                continue  # blank or comment
+            raw = raw or ""
             value: Any
             if not raw.strip():
                 value = current = _BlockList()
