@@ -303,6 +303,10 @@ class _Builder:
         found = self._cache.get(key)
         if found is not None:
             return found
+        if self._cache and next(iter(self._cache))[0] != categories:
+            # Readers arrive grouped by category set, so a finished set's emails are not asked
+            # for again; keeping them all would grow memory with the number of sets.
+            self._cache.clear()
         self.category_sets.add(categories)
         posts = self.posts
         if exclude:
