@@ -35,6 +35,7 @@ folder = "posts"
 backend = "sendgrid"
 from_email = "brief@example.com"
 sending_domain = "example.com"
+retry_base_seconds = 0.001
 [web]
 base_url = "https://brief.example.com"
 [database]
@@ -82,7 +83,6 @@ def digest_run(site: Path, server: FakeSendGrid) -> subprocess.CompletedProcess[
         SENDGRID_API_KEY=API_KEY,
         SENDGRID_API_HOST=server.url,
         DIGEST_SECRET="test-secret-that-is-long-enough-1234",
-        DIGEST_RETRY_BASE_SECONDS="0.001",
     )
     return subprocess.run(
         [sys.executable, "-m", "digest", "--config", str(site / "config.toml"), "run"],
