@@ -19,6 +19,7 @@ Rules where Jekyll and the issue leave room (documented in the report and the te
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -604,6 +605,7 @@ def _to_datetime(value: Any, tz: ZoneInfo, warnings: list[Notice]) -> datetime:
     return result.astimezone(tz)
 
 
+@functools.lru_cache(maxsize=8192)  # the fast path checks a date, then the post reads it
 def parse_date_text(text: str) -> datetime:
     """``2026-01-08``, ``2026-01-08 08:33:56 +0000`` (Jekyll), ISO 8601 with ``Z``; naive if no zone."""
     match = _DATE_TEXT.match(text.strip())
