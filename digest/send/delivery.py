@@ -293,7 +293,6 @@ class _Builder:
         self.category_sets: set[tuple[str, ...]] = set()
         self.renders = 0
         self._assembler = Renderer(config).assembler()
-        self._items: dict[tuple[Any, ...], Any] = {}  # (path, date, title) -> summarised Item
         # What an earlier run of this edition recorded per email name (a rerun must not reuse a
         # name for a different list of posts: the ledger would then claim posts nobody got).
         self._recorded = recorded or {}
@@ -335,45 +334,14 @@ class _Builder:
         return variant
 
     def _edition(self, categories: tuple[str, ...], posts: LoadResult) -> Edition:
-        """``pipeline.build_edition``, with each post summarised and linked once per send, not per set."""
-        from digest.model import Section
-        from digest.permalink import post_url
-        from digest.select import choose
-        from digest.summarize import summarize
-
-        config = self.config
-        start, end = self.window
-        wanted = pipeline._display_names(config, list(categories) or None)
-        selection = choose(
-            posts.posts,
-            start=start,
-            end=end,
-            categories=wanted or None,
-            order=config.category_order(),
-            cap=config.edition.section_cap,
-        )
-        items = self._items
-        sections = []
-        for name, chosen in selection.sections:
-            found = []
-            for post in chosen:
-                key = (post.path, post.date, post.title)
-                item = items.get(key)
-                if item is None:
-                    url = post_url(
-                        post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz
-                    )
-                    item = items[key] = summarize(post, url=url, word_budget=config.edition.lead_words)
-                found.append(item)
-            if found:
-                sections.append(Section(name=name, items=tuple(found)))
-        return Edition(
-            id=self.edition_id,
-            window_start=start,
-            window_end=end,
-            categories=tuple(wanted),
-            sections=tuple(sections),
-            skipped=(*posts.skipped, *selection.skipped),
+        """The set's edition; pipeline caches each post's summary, so a send summarises it once."""
+        return pipeline.build_edition(
+            self.config,
+            as_of=self.window[1],
+            categories=list(categories),
+            window=self.window,
+            edition_id=self.edition_id,
+            posts=posts,
         )
 
 
