@@ -17,19 +17,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from digest.browser import launch_chromium
 from digest.config import Config, config_from_dict
 from digest.model import Edition, Item, Section
 from digest.render import Renderer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WIDTHS = (375, 600)
 SCHEMES = ("light", "dark")
 
@@ -159,7 +151,7 @@ def take_screenshots(html: str, out: Path) -> list[Shot]:
     out.mkdir(parents=True, exist_ok=True)
     shots: list[Shot] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             for scheme in SCHEMES:
                 for width in WIDTHS:

@@ -23,10 +23,10 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what t
     warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
     from starlette.testclient import TestClient
 
+from digest.browser import CHROMIUM, chromium_path, launch_chromium
 from digest.preview.app import PreviewSettings, create_app
 from digest.preview.build import frame_html
 
-CHROMIUM = "/usr/bin/chromium"
 REQUIRE_BROWSER_ENV = "DIGEST_TEST_REQUIRE_BROWSER"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 AS_OF = "2026-01-09"
@@ -276,23 +276,13 @@ def browser() -> Iterator[Any]:
         if required:
             pytest.fail(f"{REQUIRE_BROWSER_ENV}=1 but playwright is missing ({exc})", pytrace=False)
         pytest.skip(f"playwright is not installed ({exc})")
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        reason = f"no chromium at {CHROMIUM} (apt-get install chromium, or run scripts/test.sh)"
+    if chromium_path() is None:
+        reason = f"no chromium at {CHROMIUM} or on PATH (apt-get install chromium, or run scripts/test.sh)"
         if required:
             pytest.fail(f"{REQUIRE_BROWSER_ENV}=1 but {reason}", pytrace=False)
         pytest.skip(reason)
     with sync_playwright() as p:
-        launched = p.chromium.launch(
-            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        launched = launch_chromium(p)
         try:
             yield launched
         finally:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from digest.browser import CHROMIUM, chromium_path
 
 pytestmark = pytest.mark.browser
 
@@ -32,12 +33,12 @@ def _load_script() -> ModuleType:
     return module
 
 
-def _need_browser(executable: str) -> None:
+def _need_browser() -> None:
     missing = []
     if importlib.util.find_spec("playwright") is None:
         missing.append("the playwright package")
-    if not (Path(executable).exists() or shutil.which("chromium")):
-        missing.append(executable)
+    if chromium_path() is None:
+        missing.append(CHROMIUM)
     if missing:
         message = f"browser tests need {' and '.join(missing)}"
         if os.environ.get("DIGEST_TEST_REQUIRE_BROWSER") == "1":
@@ -48,7 +49,7 @@ def _need_browser(executable: str) -> None:
 @pytest.fixture(scope="module")
 def shots() -> dict[tuple[str, int], object]:
     script = _load_script()
-    _need_browser(script.CHROMIUM)
+    _need_browser()
     rendered = script.Renderer(script.sample_config()).render(script.sample_edition(10))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "sample.html").write_text(rendered.html, encoding="utf-8")

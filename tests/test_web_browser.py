@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import httpx
 import pytest
 
 from digest import subscribers as subs
+from digest.browser import chromium_path, launch_chromium
 from digest.config import Config, load_config
 from digest.links import LinkMaker, Signer
 from digest.send.outbox import read_outbox
@@ -32,15 +32,6 @@ from digest.store import Store, open_store
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 REQUIRE_ENV = "DIGEST_TEST_REQUIRE_BROWSER"
 SECRET = "browser-test-secret-0123456789-abcdefghijkl"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -56,14 +47,13 @@ def _skip_or_fail(reason: str) -> None:
 @pytest.fixture(scope="module")
 def playwright_api() -> Any:
     """Playwright's sync API, or a skip that says what is missing."""
-    chromium = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
-    if chromium is None:
+    if chromium_path() is None:
         _skip_or_fail("Debian's chromium is not installed (apt-get install chromium, or run scripts/test.sh)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         _skip_or_fail("the playwright Python package is not installed (pip install -e '.[test]')")
-    return sync_playwright, chromium
+    return sync_playwright
 
 
 def _free_port() -> int:
@@ -171,7 +161,7 @@ def _wait_for_mail(folder: Path, count: int) -> list[Any]:
 def test_subscribe_confirm_preferences_one_click_in_chromium(
     site: dict[str, Any], playwright_api: Any
 ) -> None:
-    sync_playwright, chromium = playwright_api
+    sync_playwright = playwright_api
     ARTIFACTS.mkdir(exist_ok=True)
     base = site["base"]
     config: Config = load_config(site["config_file"])
@@ -184,7 +174,7 @@ def test_subscribe_confirm_preferences_one_click_in_chromium(
 
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            browser = launch_chromium(p)
             context = browser.new_context(viewport=PHONE, device_scale_factor=1, java_script_enabled=False)
             page = context.new_page()
             # CSP violations, missing files, script errors; the 400 pages asked for below are expected.
