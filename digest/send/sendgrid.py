@@ -167,14 +167,9 @@ class SendGridSender:
             body["batch_id"] = batch_id
         return body
 
-    def batch_body(self, batch: BatchMessage) -> dict[str, Any]:
-        """The /v3/mail/send body for a batch: one personalization per recipient."""
-        n = len(batch.recipients)
-        if n == 0:
-            raise SendError("A batch needs at least one recipient.")
-        if n > MAX_PERSONALIZATIONS:
-            raise SendError(f"A SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients; got {n}.")
-        body = self._envelope(
+    def _batch_envelope(self, batch: BatchMessage) -> dict[str, Any]:
+        """Everything a batch's request carries apart from its recipients."""
+        return self._envelope(
             batch.subject,
             batch.html,
             batch.text,
@@ -183,6 +178,15 @@ class SendGridSender:
             send_at=batch.send_at,
             batch_id=batch.batch_id,
         )
+
+    def batch_body(self, batch: BatchMessage) -> dict[str, Any]:
+        """The /v3/mail/send body for a batch: one personalization per recipient."""
+        n = len(batch.recipients)
+        if n == 0:
+            raise SendError("A batch needs at least one recipient.")
+        if n > MAX_PERSONALIZATIONS:
+            raise SendError(f"A SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients; got {n}.")
+        body = self._batch_envelope(batch)
         shared_args = dict(batch.custom_args)
         personalizations: list[dict[str, Any]] = []
         seen: set[str] = set()
@@ -215,15 +219,7 @@ class SendGridSender:
         ``PersonalizationWriter``), so a million readers cost a million short strings rather
         than a million dicts serialised again with the 50 KB of HTML beside them.
         """
-        body = self._envelope(
-            batch.subject,
-            batch.html,
-            batch.text,
-            headers=batch.headers,
-            categories=batch.categories,
-            send_at=batch.send_at,
-            batch_id=batch.batch_id,
-        )
+        body = self._batch_envelope(batch)
         return json.dumps(body, separators=(",", ":"))[:-1] + ',"personalizations":['
 
     def prepared_body(self, prefix: str, fragments: list[str], emails: list[str]) -> str:
