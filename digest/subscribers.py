@@ -16,6 +16,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -335,6 +336,26 @@ def subscribe(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _insert(
+    session: Session, address: str, name: str, status: str, keys: tuple[str, ...], now: datetime
+) -> int:
+    """A new reader row and its categories; the timestamps follow from the status."""
+    sid: int = session.execute(
+        insert(subscribers).values(
+            email=address,
+            email_key=email_key(address),
+            name=name,
+            status=status,
+            created_at=now,
+            updated_at=now,
+            confirmed_at=now if status in ("active", "paused") else None,
+            unsubscribed_at=now if status == "unsubscribed" else None,
+        )
+    ).inserted_primary_key[0]
+    _set_categories(session, sid, keys)
+    return sid
+
+
 def _subscribe(
     session: Session, address: str, keys: tuple[str, ...], name: str, source: str, confirmed: bool
 ) -> tuple[Subscriber, str]:
@@ -342,19 +363,7 @@ def _subscribe(
     row = _row(session, address, lock=True)
     if row is None:
         status = "active" if confirmed else "pending"
-        result = session.execute(
-            insert(subscribers).values(
-                email=address,
-                email_key=email_key(address),
-                name=name,
-                status=status,
-                created_at=now,
-                updated_at=now,
-                confirmed_at=now if confirmed else None,
-            )
-        )
-        sid = result.inserted_primary_key[0]
-        _set_categories(session, sid, keys)
+        sid = _insert(session, address, name, status, keys, now)
         _log(
             session,
             sid,
@@ -812,19 +821,7 @@ def _import_row(
             if keys is None:
                 raise StoreError(f"{address}: no categories given; use some of: {_category_list(config)}.")
             status = status or "active"
-            sid = session.execute(
-                insert(subscribers).values(
-                    email=address,
-                    email_key=email_key(address),
-                    name=name,
-                    status=status,
-                    created_at=now,
-                    updated_at=now,
-                    confirmed_at=now if status in ("active", "paused") else None,
-                    unsubscribed_at=now if status == "unsubscribed" else None,
-                )
-            ).inserted_primary_key[0]
-            _set_categories(session, sid, keys)
+            sid = _insert(session, address, name, status, keys, now)
             _log(session, sid, "import", source, {"status": status, "categories": list(keys)}, now)
             return "created"
         changes: dict[str, Any] = {}
