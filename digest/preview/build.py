@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from digest.check import Finding, check_edition
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import DigestError, EmptyEditionError, RenderError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, LoadResult, RenderedEdition, Skip
@@ -57,16 +58,6 @@ class Problem:
         return where + self.message
 
 
-@dataclass(frozen=True)
-class Finding:
-    """A `digest check` result as the page shows it (whatever shape digest.check returns)."""
-
-    level: str
-    code: str
-    message: str
-    fix: str = ""
-
-
 @dataclass
 class PreviewBuild:
     """Everything the preview page shows for one category set."""
@@ -76,7 +67,7 @@ class PreviewBuild:
     edition: Edition | None = None
     rendered: RenderedEdition | None = None
     manifest: dict[str, Any] | None = None
-    findings: list[Finding] | None = None  # None: digest.check is not available
+    findings: list[Finding] | None = None  # None: the email did not render
     problem: Problem | None = None
     unread: tuple[Skip, ...] = ()  # posts the loader could not use (broken front matter, drafts)
     unread_snippets: dict[str, Problem] = field(default_factory=dict)
@@ -183,22 +174,9 @@ def write_outputs(out: Path, rendered: RenderedEdition | None, manifest: dict[st
 
 def run_checks(
     rendered: RenderedEdition, config: Config, headers: dict[str, str] | None = None
-) -> list[Finding] | None:
-    """`digest check` over the rendered email, or None while digest.check is not installed."""
-    try:
-        from digest.check import check_edition  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    findings = check_edition(rendered, config, headers=headers)
-    return [
-        Finding(
-            level=str(getattr(f, "level", "info")),
-            code=str(getattr(f, "code", "")),
-            message=str(getattr(f, "message", f)),
-            fix=str(getattr(f, "fix", "") or ""),
-        )
-        for f in findings
-    ]
+) -> list[Finding]:
+    """`digest check` over the rendered email, as the page lists it."""
+    return check_edition(rendered, config, headers=headers)
 
 
 def frame_html(html: str, *, scheme: str = "light", base_url: str = "") -> str:
