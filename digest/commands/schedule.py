@@ -73,6 +73,18 @@ class RunOutcome:
 Deliver = Callable[..., Any]
 
 
+def _due(config: Config, now: datetime, cron: Cron, records: Sequence[Any]) -> DueEdition:
+    """The edition due at ``now`` given what the store recorded, in the config's zones."""
+    return due_edition(
+        now=now,
+        cron=cron,
+        tz=config.schedule_tz,
+        site_tz=config.tz,
+        window_days=config.edition.window_days,
+        records=records,
+    )
+
+
 def run_due(
     config: Config,
     *,
@@ -87,14 +99,7 @@ def run_due(
 
     cron = parse_cron(config.schedule.cron)
     records = edition_store.edition_records(store)
-    due = due_edition(
-        now=now,
-        cron=cron,
-        tz=config.schedule_tz,
-        site_tz=config.tz,
-        window_days=config.edition.window_days,
-        records=records,
-    )
+    due = _due(config, now, cron, records)
     tz = config.tz
     if due.state == "sent":
         record = next(r for r in records if r.id == due.id)
@@ -330,14 +335,7 @@ def _store_view(config: Config, now: datetime, cron: Cron) -> tuple[datetime | N
         records = edition_store.edition_records(store)
     finally:
         store.dispose()
-    due = due_edition(
-        now=now,
-        cron=cron,
-        tz=config.schedule_tz,
-        site_tz=config.tz,
-        window_days=config.edition.window_days,
-        records=records,
-    )
+    due = _due(config, now, cron, records)
     went_out = [r for r in records if r.status == "sent"]
     last = max(went_out, key=lambda r: r.window_end.astimezone(UTC), default=None)
     return (last.window_end if last else None), (due if records else None)
