@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from digest import __version__
+from digest import __version__, schedule
 from digest.config import Config
 from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Section
 from digest.permalink import post_url
@@ -34,10 +34,9 @@ def load(config: Config, *, folder: Path | None = None, use_cache: bool = True) 
     )
 
 
-def edition_id_for(moment: datetime) -> str:
-    """A weekly edition's stable id: the ISO week its window ends in, e.g. ``2026-W02``."""
-    year, week, _ = moment.isocalendar()
-    return f"{year}-W{week:02d}"
+def edition_id_for(moment: datetime, config: Config) -> str:
+    """A weekly edition's stable id: the ISO week its window ends in, in the site's zone."""
+    return schedule.edition_id_for(moment, config.tz)
 
 
 def build_edition(
@@ -76,7 +75,7 @@ def build_edition(
         if items:
             sections.append(Section(name=name, items=items))
     return Edition(
-        id=edition_id or edition_id_for(end),
+        id=edition_id or edition_id_for(end, config),
         window_start=start,
         window_end=end,
         categories=tuple(wanted),

@@ -1237,7 +1237,7 @@ def resolve_window(config: Config, as_of: datetime, store: Any | None = None, ed
     from digest.select import window_for
 
     start, end = window_for(as_of, config.edition.window_days)
-    eid = edition_id or pipeline.edition_id_for(end)
+    eid = edition_id or pipeline.edition_id_for(end, config)
     if store is not None:
         from digest import editions as edition_store
 
