@@ -62,16 +62,7 @@ def build_edition(
     )
     sections = []
     for name, chosen in selection.sections:
-        items = tuple(
-            summarize(
-                post,
-                url=post_url(
-                    post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz
-                ),
-                word_budget=config.edition.lead_words,
-            )
-            for post in chosen
-        )
+        items = tuple(item_for(post, config) for post in chosen)
         if items:
             sections.append(Section(name=name, items=items))
     return Edition(

@@ -1,0 +1,36 @@
+"""The orchestrator: what it caches between category sets of one send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from digest import pipeline
+from digest.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_each_post_is_summarised_once_across_category_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A send builds an edition per category set; a post in many sets is summarised once."""
+    config = load_config(ROOT / "config.toml")  # the sample site: posts/ and its categories
+    calls: list[str] = []
+    real = pipeline.summarize
+
+    def counting(post, **kw):  # type: ignore[no-untyped-def]
+        calls.append(post.path)
+        return real(post, **kw)
+
+    monkeypatch.setattr(pipeline, "summarize", counting)
+    monkeypatch.setattr(pipeline, "_ITEMS", {})
+    posts = pipeline.load(config, use_cache=False)
+    as_of = datetime(2026, 1, 9, tzinfo=UTC)
+    editions = [
+        pipeline.build_edition(config, as_of=as_of, categories=cats, posts=posts)
+        for cats in (["US"], ["US", "Europe"], ["Europe", "Asia"], None)
+    ]
+    shown = {item.post_path for e in editions for s in e.sections for item in s.items}
+    assert len(shown) >= 5
+    assert sorted(calls) == sorted(shown)  # once each, however many sets showed it
