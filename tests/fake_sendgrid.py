@@ -53,7 +53,11 @@ RATE_LIMIT = 600
 
 @dataclass
 class Fault:
-    """One scripted answer. ``kind``: 429 | 500 | 400 | 401 | 403 | hang | accept_hang."""
+    """One scripted answer. ``kind``: 429 | 500 | 400 | 401 | 403 | hang | accept_hang | close_after.
+
+    ``close_after`` accepts the request, answers, then closes the connection without saying so
+    (as a server does with an idle keep-alive connection).
+    """
 
     kind: str
     seconds: float = 0.0  # hang length, or for 429 how far ahead X-RateLimit-Reset is
@@ -86,6 +90,7 @@ class FakeState:
     seen: set[bytes] = field(default_factory=set)  # fast mode: every recipient address (exactly-once check)
     repeated: int = 0  # fast mode: recipients seen in an earlier request
     bytes_received: int = 0
+    connections: int = 0  # TCP connections accepted (the client reuses one while it can)
     suppressed: dict[str, set[str]] = field(
         default_factory=lambda: {"unsubscribes": set(), "bounces": set(), "spam_reports": set()}
     )
@@ -258,6 +263,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.state.lock:
+            self.server.state.connections += 1
 
     # -- plumbing ---------------------------------------------------------------------------
     def _send(self, status: int, payload: Any = None, headers: dict[str, str] | None = None) -> None:
@@ -458,6 +468,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(202, None, {"X-Message-Id": message_id})
+        if fault is not None and fault.kind == "close_after":
+            self.close_connection = True
 
 
 _TO_EMAIL = re.compile(rb'"to":\[\{"email":"((?:[^"\\]|\\.)*)"')
@@ -508,7 +520,7 @@ class FakeSendGrid:
 
     # -- scripting --------------------------------------------------------------------------
     def fail_next(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
-        """The next ``times`` mail/send requests get ``kind`` (429, 500, 400, 401, hang, accept_hang)."""
+        """The next ``times`` mail/send requests get ``kind`` (429, 500, 400, 401, hang, accept_hang, close_after)."""
         self.state.faults.extend(Fault(kind, seconds) for _ in range(times))
 
     def fail_when(self, predicate: Callable[[dict[str, Any]], bool], kind: str, seconds: float = 0.0) -> None:

@@ -134,6 +134,37 @@ def test_hang_times_out_and_retries(fake_sendgrid: FakeSendGrid, tmp_path: Path)
     assert len(fake_sendgrid.accepted) == 1
 
 
+def test_requests_reuse_one_connection(fake_sendgrid: FakeSendGrid, tmp_path: Path) -> None:
+    sender = _sender(tmp_path)
+    for i in range(5):
+        sender.send_batch(_batch(2, start=10 * i))
+    assert len(fake_sendgrid.accepted) == 5
+    assert fake_sendgrid.state.connections == 1
+    sender.close()
+
+
+def test_an_idle_connection_is_not_reused(
+    fake_sendgrid: FakeSendGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest.send import keepalive
+
+    sender = _sender(tmp_path)
+    sender.send_batch(_batch(1))
+    monkeypatch.setattr(keepalive, "IDLE_SECONDS", 0.0)
+    sender.send_batch(_batch(1, start=1))
+    assert fake_sendgrid.state.connections == 2
+    assert len(fake_sendgrid.accepted) == 2
+
+
+def test_a_connection_the_server_closed_is_replaced(fake_sendgrid: FakeSendGrid, tmp_path: Path) -> None:
+    sender = _sender(tmp_path)
+    fake_sendgrid.fail_next("close_after")  # accepted, then the server hangs up without a word
+    sender.send_batch(_batch(1))
+    sender.send_batch(_batch(1, start=1))
+    assert fake_sendgrid.state.connections == 2
+    assert fake_sendgrid.delivered() == {"reader0@example.org": 1, "reader1@example.org": 1}
+
+
 def test_400_is_a_send_error_with_the_providers_message(fake_sendgrid: FakeSendGrid, tmp_path: Path) -> None:
     fake_sendgrid.fail_next("400")
     with pytest.raises(SendError, match=r"400.*scripted bad request"):

@@ -47,6 +47,7 @@ from digest.send.base import (
     OutgoingMessage,
     retry_base_seconds,
 )
+from digest.send.keepalive import ConnectionPool, KeepAliveClient
 
 if TYPE_CHECKING:
     from digest.config import Config
@@ -92,6 +93,9 @@ class SendGridSender:
                 "SendGrid (Settings > API Keys) and export it, or use --sender outbox."
             )
         self._client = SendGridAPIClient(api_key, host=host.rstrip("/"))
+        # Reuse connections: a handshake per batch is most of a request's cost (see keepalive.py).
+        self._pool = ConnectionPool()
+        self._client.client = KeepAliveClient.wrap(self._client.client, self._pool)
         self.host = host.rstrip("/")
         self.from_email, self.from_name, self.reply_to = from_email, from_name, reply_to
         self.timeout = timeout
@@ -389,7 +393,7 @@ class SendGridSender:
         return entries[0].get("status") if entries else None
 
     def close(self) -> None:
-        pass
+        self._pool.close()
 
 
 class PersonalizationWriter:
