@@ -34,6 +34,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
@@ -182,7 +183,16 @@ batches = Table(
     Column("error", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False, default=utcnow),
     Column("updated_at", UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow),
+    # The batch's readers (a JSON list of subscriber ids) until they are written into
+    # ``deliveries`` in bulk; NULL after (migration 0004 says why).
+    Column("pending_ids", Text, nullable=True),
     Index("ix_batches_edition_id", "edition_id"),
+    Index(
+        "ix_batches_pending",
+        "edition_id",
+        sqlite_where=text("pending_ids IS NOT NULL"),
+        postgresql_where=text("pending_ids IS NOT NULL"),
+    ),
 )
 
 deliveries = Table(

@@ -300,3 +300,81 @@ def test_sendgrid_batches_are_full_and_each_set_flushes_at_its_end(
     st = edition_status(send_site.store, "2026-W02")
     assert st.deliveries == {"sent": 2516}
     assert st.category_sets == {"us": 2500, "asia, europe": 15, "climate": 1}
+
+
+def _batch_rows(site: SendSite) -> list[tuple[int, str, str | None]]:
+    with site.store.reading() as c:
+        return [
+            (r[0], r[1], r[2])
+            for r in c.exec_driver_sql("SELECT id, state, pending_ids FROM batches ORDER BY id").all()
+        ]
+
+
+def test_batches_reach_deliveries_in_bulk_with_their_state(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    """Readers are listed once on their batch row, then written to deliveries at the run's end."""
+    send_site.add_many(25)
+    send_site.add("bad@example.org", "Climate")
+    fake_sendgrid.fail_when(lambda body: "bad@example.org" in str(body["personalizations"]), "400")
+    summary = _sendgrid(send_site)
+    assert summary.sent == 25 and summary.failed_total == 1
+    rows = _batch_rows(send_site)
+    assert rows and all(pending is None for _, _, pending in rows)  # all written, none left over
+    with send_site.store.reading() as c:
+        joined = c.exec_driver_sql(
+            "SELECT d.state, b.state, d.provider_message_id = b.provider_message_id, d.error "
+            "FROM deliveries d JOIN batches b ON b.id = d.batch_id"
+        ).all()
+    assert len(joined) == 26
+    assert {(d, b) for d, b, _, _ in joined} == {("sent", "accepted"), ("failed", "failed")}
+    assert all(same for d, _, same, _ in joined if d == "sent")
+    assert all("scripted bad request" in (error or "") for d, _, _, error in joined if d == "failed")
+
+
+def _unwrite(site: SendSite, state: str) -> tuple[int, int]:
+    """Put the last batch back as a run that died would leave it: readers only on the batch row."""
+    import json
+
+    with site.store.engine.begin() as conn:
+        batch_id = conn.exec_driver_sql("SELECT max(id) FROM batches").scalar_one()
+        ids = [
+            r[0]
+            for r in conn.exec_driver_sql(f"SELECT subscriber_id FROM deliveries WHERE batch_id = {batch_id}")
+        ]
+        conn.exec_driver_sql(f"DELETE FROM deliveries WHERE batch_id = {batch_id}")
+        conn.exec_driver_sql(
+            f"UPDATE batches SET state = '{state}', pending_ids = '{json.dumps(ids)}' WHERE id = {batch_id}"
+        )
+    return batch_id, len(ids)
+
+
+def test_an_accepted_batch_a_dead_run_did_not_write_counts_as_sent(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    emails = send_site.add_many(30)
+    _sendgrid(send_site)
+    _, n = _unwrite(send_site, "accepted")
+    assert n > 0
+    st = edition_status(send_site.store, "2026-W02")
+    assert st.deliveries == {"sent": 30}  # status counts the batch row's readers
+    again = _sendgrid(send_site)
+    assert again.sent == 0 and again.already_sent == 30
+    assert fake_sendgrid.delivered() == Counter({e: 1 for e in emails})
+    assert all(pending is None for _, _, pending in _batch_rows(send_site))
+    assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 30}
+
+
+def test_an_in_flight_batch_a_dead_run_did_not_write_is_reported_not_resent(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    send_site.add_many(30)
+    _sendgrid(send_site)
+    batch_id, n = _unwrite(send_site, "in_flight")
+    assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 30 - n, "in_flight": n}
+    again = _sendgrid(send_site)
+    assert again.sent == 0 and [b.id for b in again.in_flight] == [batch_id]
+    assert sum(fake_sendgrid.delivered().values()) == 30
+    resent = _sendgrid(send_site, resend_in_flight=True)
+    assert resent.sent == n and resent.ok
+    assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 30}

@@ -20,10 +20,15 @@ How a send goes:
    ``edition.nothing_new = "note"``. Addresses on SendGrid's suppression lists (pulled before
    the send, dry runs included) are skipped and marked in the database.
 4. Recipients of one rendered email go out in batches of at most 1,000. For every batch, in one
-   transaction *before* the request: a ``batches`` row ``in_flight``, each reader's
-   ``deliveries`` row ``in_flight``, and their ``received_posts`` ledger rows. After the answer,
-   in one transaction: ``accepted`` / ``sent`` with the provider's message id, or ``failed``
-   with the error (and the ledger rows taken back, so those posts can still reach them).
+   transaction *before* the request: a ``batches`` row ``in_flight`` that lists its readers
+   (``pending_ids``), and the email's posts in ``edition_posts`` (once per email). After the
+   answer the batch row becomes ``accepted`` with the provider's message id, or ``failed`` with
+   the error, written with the next batch's transaction. A batch's readers reach ``deliveries``
+   (``sent``, ``failed`` or ``in_flight``, one row each) in bulk, in id order: at the end of the
+   run, or at the start of the next one if this one died (``_Ledger.materialize``). Two writes
+   per reader at scattered index pages were most of a million-reader send; this is one small
+   row per batch. SMTP and the outbox, which answer per reader, write their batch's rows at
+   once.
 
 The crash choice. If the process dies between the provider accepting a batch and step 4's
 second transaction, the batch stays ``in_flight``. We cannot tell whether the provider took it,
@@ -423,18 +428,20 @@ class _Ledger:
     Hot paths are plain SQL through the DB-API (executemany, or one statement over a JSON/array
     list of ids): a million deliveries must not mean a million bound-parameter dicts. The ledger
     of posts received is per email, not per reader: ``edition_posts`` holds the posts each
-    email (deliveries.category_set) of an edition carried.
+    email (deliveries.category_set) of an edition carried. A batch's readers are written once,
+    as a list on its row, and moved into ``deliveries`` in bulk by ``materialize``.
     """
 
-    def __init__(self, store: Any, edition_id: str) -> None:
+    def __init__(self, store: Any, edition_id: str, *, per_reader: bool = False) -> None:
         from digest import store as st
 
         self.store = store
         self.st = st
         self.edition_id = edition_id
+        # SMTP and the outbox answer per reader: their batches reach deliveries at once.
+        self.per_reader = per_reader
         self.pg = store.dialect == "postgresql"
         q = "%s" if self.pg else "?"
-        ids = "unnest(CAST(%s AS integer[]))" if self.pg else "(SELECT value FROM json_each(?))"
         in_ids = "= ANY(CAST(%s AS integer[]))" if self.pg else "IN (SELECT value FROM json_each(?))"
         self._q, self._in_ids = q, in_ids
         cols = (
@@ -447,31 +454,38 @@ class _Ledger:
             "updated_at = excluded.updated_at"
         )
         self._sql_rows = f"INSERT INTO deliveries ({cols}) VALUES ({', '.join([q] * 8)})" + upsert
+        self._sql_batch = (
+            "INSERT INTO batches (edition_id, category_set, state, recipients, created_at, updated_at, "
+            f"pending_ids) VALUES ({q}, {q}, 'in_flight', {q}, {q}, {q}, {q}) RETURNING id"
+        )
+        # A batch's state becomes each reader's; the latest batch wins for a reader in two (a
+        # failed batch, then the rerun that sent it). Erased readers are left out.
+        values = (
+            "b.edition_id, s.id, CASE b.state WHEN 'accepted' THEN 'sent' WHEN 'in_flight' THEN "
+            "'in_flight' ELSE 'failed' END, b.id, b.category_set, CASE WHEN b.state = 'accepted' "
+            "THEN b.provider_message_id END, CASE WHEN b.state = 'failed' THEN b.error END, b.updated_at"
+        )
         if self.pg:
-            self._sql_in_flight = (
-                f"INSERT INTO deliveries ({cols}) SELECT {q}, {ids}, 'in_flight', {q}, {q}, NULL, NULL, {q}"
-                + upsert
+            self._sql_materialize = (
+                f"INSERT INTO deliveries ({cols}) SELECT DISTINCT ON (b.edition_id, s.id) {values} "
+                "FROM batches b CROSS JOIN LATERAL json_array_elements_text(CAST(b.pending_ids AS json)) "
+                "AS j(value) JOIN subscribers s ON s.id = CAST(j.value AS integer) "
+                "WHERE b.pending_ids IS NOT NULL AND b.{by} = %s "
+                "ORDER BY b.edition_id, s.id, b.id DESC" + upsert
             )
         else:
-            self._sql_in_flight = (
-                f"INSERT INTO deliveries ({cols}) SELECT {q}, value, 'in_flight', {q}, {q}, NULL, NULL, {q} "
-                "FROM json_each(?) WHERE true" + upsert
+            self._sql_materialize = (
+                f"INSERT INTO deliveries ({cols}) SELECT {values} "
+                "FROM batches b CROSS JOIN json_each(b.pending_ids) j CROSS JOIN subscribers s "
+                "WHERE b.pending_ids IS NOT NULL AND b.{by} = ? AND s.id = j.value "
+                "ORDER BY b.edition_id, s.id, b.id" + upsert
             )
-        self._sql_batch = (
-            "INSERT INTO batches (edition_id, category_set, state, recipients, created_at, updated_at) "
-            f"VALUES ({q}, {q}, 'in_flight', {q}, {q}, {q}) RETURNING id"
+        self._sql_materialized = (
+            f"UPDATE batches SET pending_ids = NULL WHERE pending_ids IS NOT NULL AND {{by}} = {q}"
         )
         self._sql_posts = (
             f"INSERT INTO edition_posts (edition_id, category_set, post_id) VALUES ({q}, {q}, {q}) "
             "ON CONFLICT DO NOTHING"
-        )
-        self._sql_sent = (
-            f"UPDATE deliveries SET state = 'sent', provider_message_id = {q}, updated_at = {q} "
-            f"WHERE edition_id = {q} AND batch_id = {q} AND subscriber_id {in_ids}"
-        )
-        self._sql_failed = (
-            f"UPDATE deliveries SET state = 'failed', error = {q}, updated_at = {q} "
-            f"WHERE edition_id = {q} AND batch_id = {q} AND subscriber_id {in_ids}"
         )
         self._sql_one_failed = (
             f"UPDATE deliveries SET state = 'failed', provider_message_id = NULL, error = {q}, updated_at = {q} "
@@ -620,14 +634,8 @@ class _Ledger:
                     self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
                 )
             batch_id = conn.exec_driver_sql(
-                self._sql_batch, (self.edition_id, variant.category_set, len(ids), now, now)
+                self._sql_batch, (self.edition_id, variant.category_set, len(ids), now, now, json.dumps(ids))
             ).scalar_one()
-            conn.exec_driver_sql(
-                self._sql_in_flight,
-                (self.edition_id, self._ids(ids), batch_id, variant.category_set, now)
-                if self.pg
-                else (self.edition_id, batch_id, variant.category_set, now, self._ids(ids)),
-            )
         variant.recorded = True
         return int(batch_id)
 
@@ -640,15 +648,17 @@ class _Ledger:
                 self._finish(conn, done, now)
 
     def _finish(self, conn: Any, done: _Finished, now: Any) -> None:
-        """Accepted (minus per-reader refusals) or failed as a whole; rows found by primary key."""
-        ids = self._ids(done.ids)
+        """Accepted (minus per-reader refusals) or failed as a whole, on the batch row."""
         if done.error is not None:
             error = done.error[:2000]
             conn.exec_driver_sql(self._sql_batch_done, ("failed", None, error, now, done.batch_id))
-            conn.exec_driver_sql(self._sql_failed, (error, now, self.edition_id, done.batch_id, ids))
-            return
-        conn.exec_driver_sql(self._sql_batch_done, ("accepted", done.message_id, None, now, done.batch_id))
-        conn.exec_driver_sql(self._sql_sent, (done.message_id, now, self.edition_id, done.batch_id, ids))
+        else:
+            conn.exec_driver_sql(
+                self._sql_batch_done, ("accepted", done.message_id, None, now, done.batch_id)
+            )
+        if not (self.per_reader or done.failed):
+            return  # its readers reach deliveries with the rest, in bulk
+        self._materialize(conn, "id", done.batch_id)
         if done.failed:
             conn.exec_driver_sql(
                 self._sql_one_failed,
@@ -657,6 +667,40 @@ class _Ledger:
                     for sid, reason in done.failed.items()
                 ],
             )
+
+    def materialize(self, *, other_editions: bool = False) -> int:
+        """Write the readers of this edition's batches into ``deliveries``, in bulk; idempotent.
+
+        Runs at the end of a send and at its start, under the edition's lock (a run that died
+        leaves its batches unwritten). ``other_editions``: also other editions' unwritten
+        batches, so the ledger of posts received is complete, unless a live run holds that
+        edition's lock (it writes its own at its end).
+        """
+        from digest.store import editions as ed
+        from digest.store import utcnow
+
+        b = self.st.batches
+        with self.store.reading() as c:
+            query = select(b.c.edition_id, ed.c.lock_owner, ed.c.lock_expires).join(
+                ed, ed.c.id == b.c.edition_id
+            )
+            query = query.where(b.c.pending_ids.is_not(None))
+            if not other_editions:
+                query = query.where(b.c.edition_id == self.edition_id)
+            found = c.execute(query.distinct()).all()
+        now = utcnow()
+        written = 0
+        for edition, owner, expires in found:
+            if edition != self.edition_id and owner and expires and expires > now:
+                continue
+            with self.store.engine.begin() as conn:
+                written += self._materialize(conn, "edition_id", edition)
+        return written
+
+    def _materialize(self, conn: Any, by: str, value: Any) -> int:
+        rows = conn.exec_driver_sql(self._sql_materialize.format(by=by), (value,)).rowcount
+        conn.exec_driver_sql(self._sql_materialized.format(by=by), (value,))
+        return int(rows or 0)
 
     def per_recipient_ids(self, batch_id: int, message_ids: dict[int, str]) -> None:
         """SMTP and the outbox give each reader their own message id."""
@@ -695,6 +739,7 @@ class _Ledger:
                         state="failed",
                         error="in flight when a run stopped; resent on request",
                         updated_at=now,
+                        pending_ids=None,
                     )
                 )
 
@@ -835,7 +880,9 @@ class _Run:
         self.max_buffered = max_buffered
         self.builder = _Builder(config, window=window, edition_id=edition_id, posts=posts)
         self.personaliser = _Personaliser(config, edition_id)
-        self.ledger = _Ledger(store, edition_id)
+        # SendGrid: bodies from pre-encoded pieces, posted from another thread.
+        self.prepared = sender is not None and hasattr(sender, "post_prepared")
+        self.ledger = _Ledger(store, edition_id, per_reader=not self.prepared)
         self.summary = SendSummary(edition_id, dry_run=dry_run, sender=sender_name, send_at=send_at)
         self.groups: dict[tuple[tuple[str, ...], frozenset[str]], _Group] = {}
         # The category set being streamed, its keys, and its group (or empty variant) when no
@@ -849,8 +896,6 @@ class _Run:
         self.lock: EditionLock | None = None
         self.suppressed: dict[str, str] = {}
         self.sendgrid_batch_id: str | None = None
-        # SendGrid: bodies from pre-encoded pieces, posted from two threads.
-        self.prepared = sender is not None and hasattr(sender, "post_prepared")
         self.writer = self.personaliser.writer({"edition": edition_id}) if self.prepared else None
         self.poster: _Poster | None = None
         self.finished: list[_Finished] = []
@@ -866,6 +911,8 @@ class _Run:
         self._pull_suppressions()
         if not self.dry_run:
             self._prepare_edition()
+            # What a run that died left in batch rows reaches deliveries before anything reads it.
+            self.ledger.materialize(other_editions=True)
             self.builder._recorded = self.ledger.recorded()
         try:
             if not self.dry_run:
@@ -894,7 +941,10 @@ class _Run:
                 finally:
                     self.poster.close()
             if self.lock is not None:
-                self.lock.release()
+                try:
+                    self.ledger.materialize()
+                finally:
+                    self.lock.release()
             if self.sender is not None and hasattr(self.sender, "requests"):
                 self.summary.requests = int(self.sender.requests)
             self.summary.category_sets = len(self.builder.category_sets)
@@ -931,8 +981,9 @@ class _Run:
             raise SendError(
                 f"Edition {self.edition_id} was cancelled; it will not be sent. Its posts go in the next edition."
             )
-        self.lock = EditionLock(self.store, self.edition_id)
-        self.lock.acquire()
+        lock = EditionLock(self.store, self.edition_id)
+        lock.acquire()
+        self.lock = lock  # only now: the run's end writes under the lock, then releases it
         values: dict[str, Any] = {"status": "sending"} if record.status == "building" else {}
         if self.send_at is not None:
             with self.store.reading() as c:
@@ -1429,13 +1480,30 @@ def edition_status(store: Any, edition_id: str) -> EditionStatus:
                 .group_by(batches.c.state)
             ).all()
         )
-        sets = dict(
-            c.execute(
-                select(deliveries.c.category_set, func.count())
-                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == "sent")
-                .group_by(deliveries.c.category_set)
-            ).all()
+        sets = Counter(
+            dict(
+                c.execute(
+                    select(deliveries.c.category_set, func.count())
+                    .where(deliveries.c.edition_id == edition_id, deliveries.c.state == "sent")
+                    .group_by(deliveries.c.category_set)
+                ).all()
+            )
         )
+        # Batches of a run still going (or one that died) whose readers are not in deliveries yet.
+        pending = c.execute(
+            select(batches.c.state, batches.c.category_set, batches.c.error, batches.c.recipients).where(
+                batches.c.edition_id == edition_id, batches.c.pending_ids.is_not(None)
+            )
+        ).all()
+    states = Counter(states)
+    reasons = Counter(reasons)
+    for state, category_set, error, recipients in pending:
+        reader_state = {"accepted": "sent", "in_flight": "in_flight"}.get(state, "failed")
+        states[reader_state] += recipients
+        if reader_state == "sent":
+            sets[category_set] += recipients
+        elif reader_state == "failed":
+            reasons[error] += recipients
     return EditionStatus(
         edition_id=edition_id,
         status=row.status,
@@ -1467,6 +1535,11 @@ def cancel(config: Config, store: Any, edition_id: str, *, sender: Sender | None
         raise SendError(f"No edition {edition_id!r} in the database; nothing to cancel.")
     if row.status == "cancelled":
         return edition_status(store, edition_id)
+    if row.lock_owner and row.lock_expires and row.lock_expires > datetime.now(UTC):
+        raise SendError(
+            f"Edition {edition_id} is being sent right now ({row.lock_owner}); cancel it once "
+            f"`digest status {edition_id}` shows the run has finished."
+        )
     if not row.sendgrid_batch_id:
         raise SendError(
             f"Edition {edition_id} was not scheduled with --send-at, so it cannot be cancelled: "
@@ -1490,6 +1563,7 @@ def cancel(config: Config, store: Any, edition_id: str, *, sender: Sender | None
     finally:
         if own:
             sender.close()
+    _Ledger(store, edition_id).materialize()  # every reader it went to has a deliveries row
     now = utcnow()
     with store.session() as s:
         s.execute(update(editions).where(editions.c.id == edition_id).values(status="cancelled"))
