@@ -232,17 +232,22 @@ class Renderer:
 _SUBJECT_TOKEN = "QzDigestSubjectQz"
 _PREHEADER_TOKEN = "QzDigestPreheaderQz"
 _CATEGORIES_TOKEN = "QzDigestCategoriesQz"
+_TOKENS = re.compile(f"({_SUBJECT_TOKEN}|{_PREHEADER_TOKEN}|{_CATEGORIES_TOKEN})")
 
 
 class _Skeleton:
     """The HTML of an edition without its sections, split where the sections go."""
 
-    __slots__ = ("head", "tail", "text_head", "verified")
+    __slots__ = ("head", "head_parts", "tail", "tail_parts", "text_head", "text_head_tidy", "verified")
 
     def __init__(self, head: str, tail: str) -> None:
         self.head = head
         self.tail = tail
+        # Split at the tokens once, so each set fills them with one join instead of six scans.
+        self.head_parts = _TOKENS.split(head)
+        self.tail_parts = _TOKENS.split(tail)
         self.text_head: str | None = None  # the plain-text part before its sections
+        self.text_head_tidy: str | None = None  # the same, trailing spaces stripped (if whole lines)
         self.verified = False
 
 
@@ -268,7 +273,8 @@ class EditionAssembler:
         self.renderer = renderer
         self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
         self._sections: dict[tuple[str, tuple[Item, ...]], str | None] = {}
-        self._text_sections: dict[tuple[str, tuple[Item, ...]], str | None] = {}
+        # a section's text, and the same tidied when it is whole lines
+        self._text_sections: dict[tuple[str, tuple[Item, ...]], tuple[str, str | None] | None] = {}
         self.compiles = 0
         self.assembled = 0
         self.direct = 0
@@ -294,7 +300,7 @@ class EditionAssembler:
             preheader=context["preheader"],
             html=html,
             text=text,
-            warnings=r._warnings(len(html.encode("utf-8"))),
+            warnings=r._warnings(_utf8_size(html, self.renderer.config.edition.clip_warning_bytes)),
         )
         if not skeleton.verified:  # the first edition of each skeleton is checked against render()
             direct = r.render(edition)
@@ -307,26 +313,27 @@ class EditionAssembler:
         return rendered
 
     def _assemble(self, skeleton: _Skeleton, context: dict[str, Any], view: EditionView) -> str | None:
-        parts = [
-            skeleton.head.replace(_SUBJECT_TOKEN, str(escape(context["subject"])))
-            .replace(_PREHEADER_TOKEN, str(escape(context["preheader"])))
-            .replace(_CATEGORIES_TOKEN, str(escape(", ".join(view.categories))))
-        ]
+        values = {
+            _SUBJECT_TOKEN: str(escape(context["subject"])),
+            _PREHEADER_TOKEN: str(escape(context["preheader"])),
+            _CATEGORIES_TOKEN: str(escape(", ".join(view.categories))),
+        }
+        parts = [values.get(part, part) for part in skeleton.head_parts]
         for section in view.sections:
             piece = self._section(skeleton, section, context)
             if piece is None:
                 return None
             parts.append(piece)
-        parts.append(
-            skeleton.tail.replace(_SUBJECT_TOKEN, str(escape(context["subject"])))
-            .replace(_PREHEADER_TOKEN, str(escape(context["preheader"])))
-            .replace(_CATEGORIES_TOKEN, str(escape(", ".join(view.categories))))
-        )
+        parts.extend([values.get(part, part) for part in skeleton.tail_parts])
         return "".join(parts)
 
     def _text(self, skeleton: _Skeleton, context: dict[str, Any], view: EditionView) -> str:
         """The plain-text part: this set's text without sections (header and footer, a short
-        Jinja pass) with each section's text, rendered once per section, put in between."""
+        Jinja pass) with each section's text, rendered once per section, put in between.
+
+        When the pieces meet at line starts, each is tidied (trailing spaces) once, when it is
+        made, and only the join is tidied per set: the same text as tidying the whole part.
+        """
         r = self.renderer
         bare = self._text_view(context, ())
         head = skeleton.text_head
@@ -334,22 +341,30 @@ class EditionAssembler:
             with_one = self._text_view(context, view.sections[:1])
             cut = _common_prefix(bare, with_one)
             head = skeleton.text_head = bare[:cut]
+            skeleton.text_head_tidy = _strip_lines(head) if head.endswith("\n") else None
         if not bare.startswith(head):  # a template whose text header differs per set
             return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
         tail = bare[len(head) :]
         parts = [head]
+        tidy_parts = [skeleton.text_head_tidy]
         for section in view.sections:
             key = (section.name, section.items)
             piece = self._text_sections.get(key, ...)
             if piece is ...:
                 raw = self._text_view(context, (section,))
                 ok = raw.startswith(head) and raw.endswith(tail) and len(head) + len(tail) <= len(raw)
-                piece = self._text_sections[key] = raw[len(head) : len(raw) - len(tail)] if ok else None
+                text = raw[len(head) : len(raw) - len(tail)] if ok else None
+                tidy = _strip_lines(text) if text is not None and text.endswith("\n") else None
+                piece = self._text_sections[key] = None if text is None else (text, tidy)
             if piece is None:
                 return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
-            parts.append(piece)
-        parts.append(tail)
-        return _tidy_text("".join(parts))
+            parts.append(piece[0])
+            tidy_parts.append(piece[1])
+        if None in tidy_parts:  # a piece that ends mid-line: tidy the whole part
+            parts.append(tail)
+            return _tidy_text("".join(parts))
+        tidy_parts.append(_strip_lines(tail))
+        return _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
 
     def _text_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
         r = self.renderer
@@ -392,6 +407,13 @@ class EditionAssembler:
             piece = None if bare_head is None else html[len(bare_head) : len(html) - len(bare_tail)]
             self._sections[key] = piece
         return piece
+
+
+def _utf8_size(text: str, limit: int) -> int:
+    """The UTF-8 size of ``text``, or a size under ``limit`` when it is surely under (no encode)."""
+    if len(text) * 4 < limit:  # at most 4 bytes a character
+        return len(text)
+    return len(text.encode("utf-8"))
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -561,7 +583,16 @@ def _tidy_text(text: str) -> str:
     Lets the text template be laid out for reading rather than for exact whitespace.
     (Line by line and str.replace: a regular expression over the whole part is slower.)
     """
-    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    return _collapse_blank_lines(_strip_lines(text))
+
+
+def _strip_lines(text: str) -> str:
+    """Trailing whitespace off every line."""
+    return "\n".join(line.rstrip() for line in text.split("\n"))
+
+
+def _collapse_blank_lines(text: str) -> str:
+    """At most one blank line in a row, one newline at the end."""
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text.strip("\n") + "\n"

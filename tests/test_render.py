@@ -537,3 +537,29 @@ def test_assembler_falls_back_when_the_text_header_names_the_categories(tmp_path
     for categories in (("Europe",), ("Europe", "US"), ("Asia", "Europe")):
         edition = make_edition(section, categories=categories)
         assert assembler.render(edition) == renderer.render(edition)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "{% for section in edition.sections %}{{ section.name }}   \n  \n\n\n{% endfor %}",  # whole lines
+        "{% for section in edition.sections %}[{{ section.name }}]  {% endfor %}\n",  # sections mid-line
+        "{% for section in edition.sections %}\n{{ section.name }} \t{% endfor %}   \n",  # end mid-line
+    ],
+)
+def test_assembled_text_is_tidied_as_the_whole_text_is(tmp_path: Path, layout: str) -> None:
+    """Sections tidied once when cached must give what tidying the whole part gives."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "edition.txt.j2").write_text(
+        "HEAD   \n\n\n\n"
+        + layout
+        + "\n\n\nFoot {{ edition.categories | join(', ') }}   \n   \n{{ unsubscribe_url }}",
+        encoding="utf-8",
+    )
+    renderer = Renderer(site_config(tmp_path, edition={"templates": str(templates)}))
+    assembler = renderer.assembler()
+    pool = [Section(name, (make_item(i),)) for i, name in enumerate(("Europe", "US", "Asia"))]
+    for chosen in (pool[:1], pool[1:], pool, pool[:1]):
+        edition = make_edition(*chosen, categories=tuple(s.name for s in chosen))
+        assert assembler.render(edition).text == renderer.render(edition).text
