@@ -9,6 +9,7 @@ Secrets never live here: they come from the environment (see ``Secrets``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -176,8 +177,12 @@ class Config:
         return next((c for c in self.categories if c.key == key), None)
 
 
+@functools.lru_cache(maxsize=4096)
 def category_key(name: str) -> str:
-    """Categories match without regard to case or surrounding space; the display name is kept."""
+    """Categories match without regard to case or surrounding space; the display name is kept.
+
+    Cached: a send asks for the same few dozen names once per post per category set.
+    """
     return " ".join(name.split()).casefold()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -334,8 +335,6 @@ def test_batches_reach_deliveries_in_bulk_with_their_state(
 
 def _unwrite(site: SendSite, state: str) -> tuple[int, int]:
     """Put the last batch back as a run that died would leave it: readers only on the batch row."""
-    import json
-
     with site.store.engine.begin() as conn:
         batch_id = conn.exec_driver_sql("SELECT max(id) FROM batches").scalar_one()
         ids = [
@@ -378,3 +377,20 @@ def test_an_in_flight_batch_a_dead_run_did_not_write_is_reported_not_resent(
     resent = _sendgrid(send_site, resend_in_flight=True)
     assert resent.sent == n and resent.ok
     assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 30}
+
+
+def test_a_reader_erased_before_their_batch_is_written_is_left_out(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    send_site.add_many(30)
+    _sendgrid(send_site)
+    batch_id, _ = _unwrite(send_site, "accepted")
+    with send_site.store.reading() as c:
+        pending = c.exec_driver_sql(f"SELECT pending_ids FROM batches WHERE id = {batch_id}").scalar_one()
+        first = json.loads(pending)[0]
+        email = c.exec_driver_sql(f"SELECT email FROM subscribers WHERE id = {first}").scalar_one()
+    subscribers.remove(send_site.store, email)  # erased (GDPR) while the batch was unwritten
+    again = _sendgrid(send_site)
+    assert again.sent == 0 and again.already_sent == 29
+    assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 29}
+    assert all(pending is None for _, _, pending in _batch_rows(send_site))

@@ -459,27 +459,34 @@ class _Ledger:
             f"pending_ids) VALUES ({q}, {q}, 'in_flight', {q}, {q}, {q}, {q}) RETURNING id"
         )
         # A batch's state becomes each reader's; the latest batch wins for a reader in two (a
-        # failed batch, then the rerun that sent it). Erased readers are left out.
+        # failed batch, then the rerun that sent it). Two forms: the fast one lets the foreign key
+        # check that every reader still exists; if one was erased meanwhile (the statement fails),
+        # the checked one joins subscribers and leaves them out (random look-ups: slower).
         values = (
-            "b.edition_id, s.id, CASE b.state WHEN 'accepted' THEN 'sent' WHEN 'in_flight' THEN "
+            "b.edition_id, {sid}, CASE b.state WHEN 'accepted' THEN 'sent' WHEN 'in_flight' THEN "
             "'in_flight' ELSE 'failed' END, b.id, b.category_set, CASE WHEN b.state = 'accepted' "
             "THEN b.provider_message_id END, CASE WHEN b.state = 'failed' THEN b.error END, b.updated_at"
         )
         if self.pg:
-            self._sql_materialize = (
-                f"INSERT INTO deliveries ({cols}) SELECT DISTINCT ON (b.edition_id, s.id) {values} "
+            sql = (
+                f"INSERT INTO deliveries ({cols}) SELECT DISTINCT ON (b.edition_id, {{sid}}) {values} "
                 "FROM batches b CROSS JOIN LATERAL json_array_elements_text(CAST(b.pending_ids AS json)) "
-                "AS j(value) JOIN subscribers s ON s.id = CAST(j.value AS integer) "
-                "WHERE b.pending_ids IS NOT NULL AND b.{by} = %s "
-                "ORDER BY b.edition_id, s.id, b.id DESC" + upsert
+                "AS j(value) {join} WHERE b.pending_ids IS NOT NULL AND b.{by} = %s "
+                "ORDER BY b.edition_id, {sid}, b.id DESC" + upsert
             )
+            value, join = "CAST(j.value AS integer)", "JOIN subscribers s ON s.id = CAST(j.value AS integer)"
         else:
-            self._sql_materialize = (
+            sql = (
                 f"INSERT INTO deliveries ({cols}) SELECT {values} "
-                "FROM batches b CROSS JOIN json_each(b.pending_ids) j CROSS JOIN subscribers s "
-                "WHERE b.pending_ids IS NOT NULL AND b.{by} = ? AND s.id = j.value "
-                "ORDER BY b.edition_id, s.id, b.id" + upsert
+                "FROM batches b CROSS JOIN json_each(b.pending_ids) j {join} "
+                "WHERE b.pending_ids IS NOT NULL AND b.{by} = ? AND {sid} = j.value "
+                "ORDER BY b.edition_id, {sid}, b.id" + upsert
             )
+            value, join = "j.value", "CROSS JOIN subscribers s"
+        self._sql_materialize = {
+            "fast": sql.replace("{sid}", value).replace("{join}", ""),
+            "checked": sql.replace("{sid}", "s.id").replace("{join}", join),
+        }
         self._sql_materialized = (
             f"UPDATE batches SET pending_ids = NULL WHERE pending_ids IS NOT NULL AND {{by}} = {q}"
         )
@@ -698,7 +705,13 @@ class _Ledger:
         return written
 
     def _materialize(self, conn: Any, by: str, value: Any) -> int:
-        rows = conn.exec_driver_sql(self._sql_materialize.format(by=by), (value,)).rowcount
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with conn.begin_nested():  # a savepoint: PostgreSQL aborts the transaction otherwise
+                rows = conn.exec_driver_sql(self._sql_materialize["fast"].format(by=by), (value,)).rowcount
+        except IntegrityError:  # a reader was erased during the send
+            rows = conn.exec_driver_sql(self._sql_materialize["checked"].format(by=by), (value,)).rowcount
         conn.exec_driver_sql(self._sql_materialized.format(by=by), (value,))
         return int(rows or 0)
 
