@@ -19,25 +19,30 @@ How a send goes:
    Nothing new for a reader: no email (``skipped``), or a short note if
    ``edition.nothing_new = "note"``. Addresses on SendGrid's suppression lists (pulled before
    the send, dry runs included) are skipped and marked in the database.
-4. Recipients of one rendered email go out in batches of at most 1,000. For every batch, in one
-   transaction *before* the request: a ``batches`` row ``in_flight`` that lists its readers
-   (``pending_ids``), and the email's posts in ``edition_posts`` (once per email). After the
-   answer the batch row becomes ``accepted`` with the provider's message id, or ``failed`` with
-   the error, written with the next batch's transaction. A batch's readers reach ``deliveries``
-   (``sent``, ``failed`` or ``in_flight``, one row each) in bulk, in id order: at the end of the
-   run, or at the start of the next one if this one died (``_Ledger.materialize``). Two writes
-   per reader at scattered index pages were most of a million-reader send; this is one small
-   row per batch. SMTP and the outbox, which answer per reader, write their batch's rows at
-   once.
+4. Recipients of one rendered email go out in batches of at most 1,000. Every batch is
+   recorded before its request: a ``batches`` row that lists its readers (``pending_ids``), and
+   the email's posts in ``edition_posts`` (once per email). SendGrid: the main thread builds
+   request bodies and records them ``queued``, up to ``QUEUE_AHEAD`` per transaction; a poster
+   thread takes them in order and, for each, writes in one transaction the answer to the one
+   before (``accepted`` with the provider's message id, or ``failed`` with the error) and
+   ``in_flight`` for this one, then makes the request. A queued batch has not gone out; only the
+   batch whose request is out is ever ``in_flight``. SMTP and the outbox go batch by batch, in
+   flight, then answered per reader.
+5. A batch's readers reach ``deliveries`` (``sent``, ``failed`` or ``in_flight``, one row each)
+   in bulk, in id order: at the end of the run, or at the start of the next one if this one
+   died (``_Ledger.materialize``); ``digest status`` adds batches not yet written. Two writes per
+   reader at scattered index pages were most of a million-reader send; this is one small row
+   per batch.
 
-The crash choice. If the process dies between the provider accepting a batch and step 4's
-second transaction, the batch stays ``in_flight``. We cannot tell whether the provider took it,
+The crash choice. If the process dies between the provider accepting a batch and the
+transaction that records the answer, the batch stays ``in_flight``. We cannot tell whether the provider took it,
 and SendGrid has no idempotency key to ask with. A rerun therefore **does not resend in-flight
 batches**: it reports them (edition, batch, recipients, since when) and sends to everyone else.
 An unwanted duplicate in many inboxes is worse than one missing digest, which an operator can
 still send after checking the provider's activity feed: ``resend_in_flight=True``
 (``digest send --resend-in-flight``) sends those batches again. At most one batch (1,000
-readers) per crashed run is affected, because a batch is only in flight during its request.
+readers) per crashed run is affected, because a batch is only in flight during its request;
+batches still ``queued`` when a run died never went out, and the next run sends them.
 Retries inside one run (429, 5xx, a refused connection) are safe; a retry after a *timeout* can,
 rarely, duplicate, which is why the timeout is generous (``sender.timeout_seconds``).
 """
@@ -76,6 +81,10 @@ from digest.subscribers import category_set_keys
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+# SendGrid path: batches recorded (queued) per transaction, and bodies waiting for the poster.
+QUEUE_AHEAD = 8
+QUEUE_BYTES = 8_000_000
+ANSWER_DELAY = 0.05  # seconds an answer may wait to be written with the next batch's start
 PAGE = 10_000  # readers read (and checked against the ledger) per query
 LOCK_SECONDS = 300
 # Recipients held back waiting for their group's batch to fill. Readers arrive set by set and each
@@ -456,7 +465,16 @@ class _Ledger:
         self._sql_rows = f"INSERT INTO deliveries ({cols}) VALUES ({', '.join([q] * 8)})" + upsert
         self._sql_batch = (
             "INSERT INTO batches (edition_id, category_set, state, recipients, created_at, updated_at, "
-            f"pending_ids) VALUES ({q}, {q}, 'in_flight', {q}, {q}, {q}, {q}) RETURNING id"
+            f"pending_ids) VALUES ({q}, {q}, {q}, {q}, {q}, {q}, {q}) RETURNING id"
+        )
+        self._sql_posting = (
+            f"UPDATE batches SET state = 'in_flight', updated_at = {q} WHERE id = {q} AND state = 'queued'"
+        )
+        # Queued batches of a run that died never went out: their readers are sent again.
+        self._sql_drop_queued = (
+            "UPDATE batches SET state = 'dropped', pending_ids = NULL, "
+            "error = 'never sent: the run stopped before its request' "
+            f"WHERE pending_ids IS NOT NULL AND state = 'queued' AND {{by}} = {q}"
         )
         # A batch's state becomes each reader's; the latest batch wins for a reader in two (a
         # failed batch, then the rerun that sent it). Two forms: the fast one lets the foreign key
@@ -621,30 +639,53 @@ class _Ledger:
         with self.store.engine.begin() as conn:
             conn.exec_driver_sql(self._sql_rows, rows)
 
-    def begin_batch(
-        self,
-        variant: _Variant,
-        ids: list[int],
-        finished: Sequence[_Finished] = (),
-    ) -> int:
-        """The batch and its readers in flight (and the email's posts, once) before the request.
+    def begin_batch(self, variant: _Variant, ids: list[int]) -> int:
+        """The batch (its readers listed on it) in flight, and the email's posts once, before the request."""
+        return self.record_batches([(variant, ids)], state="in_flight")[0]
 
-        Answers to earlier batches (``finished``) are written in the same transaction: one commit
-        per batch rather than two.
+    def record_batches(self, batches: Sequence[tuple[_Variant, list[int]]], *, state: str) -> list[int]:
+        """Batch rows (and each email's posts, once) in one transaction; their ids in order.
+
+        ``queued``: recorded ahead of their requests (SendGrid), made ``in_flight`` by
+        ``start_posting`` just before each goes out. A queued batch has not been sent.
         """
         now = self._ts(self.st.utcnow())
+        rows = []
         with self.store.engine.begin() as conn:
-            for done in finished:
-                self._finish(conn, done, now)
-            if not variant.recorded and variant.post_ids:
-                conn.exec_driver_sql(
-                    self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
+            for variant, ids in batches:
+                if not variant.recorded and variant.post_ids:
+                    conn.exec_driver_sql(
+                        self._sql_posts,
+                        [(self.edition_id, variant.category_set, p) for p in variant.post_ids],
+                    )
+                    variant.recorded = True
+                rows.append(
+                    int(
+                        conn.exec_driver_sql(
+                            self._sql_batch,
+                            (
+                                self.edition_id,
+                                variant.category_set,
+                                state,
+                                len(ids),
+                                now,
+                                now,
+                                json.dumps(ids),
+                            ),
+                        ).scalar_one()
+                    )
                 )
-            batch_id = conn.exec_driver_sql(
-                self._sql_batch, (self.edition_id, variant.category_set, len(ids), now, now, json.dumps(ids))
-            ).scalar_one()
-        variant.recorded = True
-        return int(batch_id)
+        return rows
+
+    def start_posting(self, batch_id: int, answered: _Finished | None) -> None:
+        """A queued batch goes in flight, with the answer to the batch before it: one commit."""
+        now = self._ts(self.st.utcnow())
+        with self.store.engine.begin() as conn:
+            if answered is not None:
+                self._finish(conn, answered, now)
+            moved = conn.exec_driver_sql(self._sql_posting, (now, batch_id)).rowcount
+        if moved != 1:
+            raise SendError(f"batch {batch_id} is not queued any more")
 
     def finish(self, finished: Sequence[_Finished]) -> None:
         if not finished:
@@ -705,8 +746,10 @@ class _Ledger:
         return written
 
     def _materialize(self, conn: Any, by: str, value: Any) -> int:
+        """Only for batches no live run is working on (see ``materialize``)."""
         from sqlalchemy.exc import IntegrityError
 
+        conn.exec_driver_sql(self._sql_drop_queued.format(by=by), (value,))
         try:
             with conn.begin_nested():  # a savepoint: PostgreSQL aborts the transaction otherwise
                 rows = conn.exec_driver_sql(self._sql_materialize["fast"].format(by=by), (value,)).rowcount
@@ -800,42 +843,77 @@ class _Posting:
 
 
 class _Poster:
-    """Sends requests from another thread, so the next body is built while one is out.
+    """Posts SendGrid requests from another thread and records each one's state around it.
 
-    The main thread records every batch in flight before handing it over, waits for the answer
-    before recording the next one, and writes every answer itself: the database sees the same
-    order of events as a plain loop, and a crash leaves at most one batch undecided.
+    The main thread records batches ``queued`` (a few at a time, one transaction) and hands
+    them over; nothing has gone out for a queued batch, so a rerun after a crash sends it. This
+    thread, for each batch in turn, writes in one transaction the answer to the batch before
+    and ``in_flight`` for this one, then makes the request: only the batch whose request is out
+    is ever undecided, as with a plain loop, while the main thread builds and records the next
+    bodies meanwhile. The main thread reads the answers only for the summary.
     """
 
-    def __init__(self, sender: Any, threads: int = 1) -> None:
+    def __init__(self, sender: Any, ledger: _Ledger, *, queue_size: int) -> None:
         import queue
         import threading
 
         self.sender = sender
-        self.todo: queue.Queue[_Posting | None] = queue.Queue(maxsize=threads)
+        self.ledger = ledger
+        self.todo: queue.Queue[_Posting | None] = queue.Queue(maxsize=queue_size)
         self.done: queue.Queue[_Posting] = queue.Queue()
         self.stop = threading.Event()  # a 401: nothing more goes out
         self.pending = 0
-        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(threads)]
-        for t in self.threads:
-            t.start()
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
 
     def _work(self) -> None:
-        while (job := self.todo.get()) is not None:
+        import queue
+
+        answered: _Finished | None = None  # the last answer, written with the next batch's start
+        while True:
+            try:
+                job = self.todo.get(timeout=None if answered is None else ANSWER_DELAY)
+            except queue.Empty:  # nothing more came soon: write the answer on its own
+                answered = self._write(answered)
+                continue
+            if job is None:
+                break
             if self.stop.is_set():
                 job.error = SendError("not sent: the run stopped (the provider refused the API key)")
             else:
                 try:
-                    job.message_id = self.sender.post_prepared(job.data)
-                except ProviderAuthError as exc:
-                    self.stop.set()
-                    job.error = exc
-                except SendError as exc:
-                    job.error = exc
-                except Exception as exc:
-                    job.error = SendError(f"{type(exc).__name__}: {exc}")
+                    self.ledger.start_posting(job.batch_id, answered)  # one transaction for both
+                except Exception as exc:  # not recorded in flight, so not sent (a rerun sends it)
+                    job.error = SendError(
+                        f"not sent: could not record the batch ({type(exc).__name__}: {exc})"
+                    )
+                else:
+                    answered = None
+                    self._post(job)
+            answered = self._write(answered)  # only when start_posting did not write it
+            answered = _finished(job)
             job.data = ""
             self.done.put(job)
+        self._write(answered)
+
+    def _post(self, job: _Posting) -> None:
+        try:
+            job.message_id = self.sender.post_prepared(job.data)
+        except ProviderAuthError as exc:
+            self.stop.set()
+            job.error = exc
+        except SendError as exc:
+            job.error = exc
+        except Exception as exc:
+            job.error = SendError(f"{type(exc).__name__}: {exc}")
+
+    def _write(self, answered: _Finished | None) -> None:
+        if answered is not None:
+            try:
+                self.ledger.finish([answered])
+            except Exception:  # left in flight: reported by the next run, never resent on its own
+                log.exception("Could not record the answer to batch %d", answered.batch_id)
+        return None
 
     def put(self, job: _Posting) -> None:
         self.pending += 1
@@ -855,10 +933,14 @@ class _Poster:
         return out
 
     def close(self) -> None:
-        for _ in self.threads:
-            self.todo.put(None)
-        for t in self.threads:
-            t.join()
+        self.todo.put(None)
+        self.thread.join()
+
+
+def _finished(job: _Posting) -> _Finished:
+    if job.error is None:
+        return _Finished(job.batch_id, job.ids, message_id=job.message_id)
+    return _Finished(job.batch_id, job.ids, error=str(job.error))
 
 
 class _Run:
@@ -911,7 +993,8 @@ class _Run:
         self.sendgrid_batch_id: str | None = None
         self.writer = self.personaliser.writer({"edition": edition_id}) if self.prepared else None
         self.poster: _Poster | None = None
-        self.finished: list[_Finished] = []
+        self.queued: list[_Posting] = []  # built, not yet recorded: handed over QUEUE_AHEAD at a time
+        self.queued_bytes = 0
         self.auth_error: ProviderAuthError | None = None
 
     # the steps
@@ -936,9 +1019,10 @@ class _Run:
             self.check_done = not self.dry_run and self.ledger.any_done()
             self.before_new, self.before_old = self.ledger.sent_before(self.builder.candidates)
             if self.prepared and not self.dry_run:
-                self.poster = _Poster(self.sender, threads=1)
+                self.poster = _Poster(self.sender, self.ledger, queue_size=QUEUE_AHEAD)
             self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))
             self._flush_all()
+            self._hand_over()
             self._drain(wait=True)
             if self.auth_error is not None:
                 raise self.auth_error
@@ -1180,44 +1264,46 @@ class _Run:
             self.summary.sent += len(members)
             return
         assert self.lock is not None and self.poster is not None
-        # One batch in flight at a time, as with a plain loop (a crash leaves at most one batch
-        # undecided); the next body is built while the previous request is out.
-        for job in self.poster.ready(wait=True):
-            self._answer(job)
+        self._drain()
         if self.auth_error is not None:
-            self.ledger.finish(self._take_finished())
             raise self.auth_error
-        self.lock.renew()
-        ids = [m[0] for m in members]
-        batch_row = self.ledger.begin_batch(variant, ids, self._take_finished())
-        self.poster.put(_Posting(variant, batch_row, ids, data))
+        self.queued.append(_Posting(variant, 0, [m[0] for m in members], data))
+        self.queued_bytes += len(data)
+        if len(self.queued) >= QUEUE_AHEAD or self.queued_bytes >= QUEUE_BYTES:
+            self._hand_over()
 
-    def _take_finished(self) -> list[_Finished]:
-        done, self.finished = self.finished, []
-        return done
+    def _hand_over(self) -> None:
+        """Record the built batches ``queued`` in one transaction and give them to the poster.
+
+        The poster's queue is bounded, so this waits when requests are slower than building.
+        """
+        if not self.queued or self.poster is None:
+            return
+        assert self.lock is not None
+        self.lock.renew()
+        jobs, self.queued, self.queued_bytes = self.queued, [], 0
+        rows = self.ledger.record_batches([(j.variant, j.ids) for j in jobs], state="queued")
+        for job, row in zip(jobs, rows, strict=True):
+            job.batch_id = row
+            self.poster.put(job)
 
     def _drain(self, wait: bool = False) -> None:
-        """Collect answers from the posting threads; write them (with the next batch, or now)."""
+        """Collect the poster's answers for the summary (it has written them to the database)."""
         if self.poster is not None:
             while True:
-                jobs = self.poster.ready(wait=wait)
-                for job in jobs:
+                for job in self.poster.ready(wait=wait):
                     self._answer(job)
                 if not wait or not self.poster.pending:
                     break
-        if wait and self.finished:
-            self.ledger.finish(self._take_finished())
         if wait:
             self._report()
 
     def _answer(self, job: _Posting) -> None:
         n = len(job.ids)
         if job.error is None:
-            self.finished.append(_Finished(job.batch_id, job.ids, message_id=job.message_id))
             self.summary.sent += n
             return
         error = str(job.error)
-        self.finished.append(_Finished(job.batch_id, job.ids, error=error))
         if isinstance(job.error, ProviderAuthError):
             self.summary.failed["provider refused the API key"] += n
             self.auth_error = job.error
@@ -1511,7 +1597,7 @@ def edition_status(store: Any, edition_id: str) -> EditionStatus:
     states = Counter(states)
     reasons = Counter(reasons)
     for state, category_set, error, recipients in pending:
-        reader_state = {"accepted": "sent", "in_flight": "in_flight"}.get(state, "failed")
+        reader_state = {"accepted": "sent", "in_flight": "in_flight", "queued": "queued"}.get(state, "failed")
         states[reader_state] += recipients
         if reader_state == "sent":
             sets[category_set] += recipients
