@@ -394,21 +394,3 @@ def test_a_reader_erased_before_their_batch_is_written_is_left_out(
     assert again.sent == 0 and again.already_sent == 29
     assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 29}
     assert all(pending is None for _, _, pending in _batch_rows(send_site))
-
-
-def test_queued_batches_of_a_dead_run_are_sent_by_the_next(
-    fake_sendgrid: FakeSendGrid, send_site: SendSite
-) -> None:
-    """A batch recorded ahead of its request (queued) never went out: the next run sends it."""
-    emails = send_site.add_many(30)
-    _sendgrid(send_site)
-    batch_id, n = _unwrite(send_site, "queued")
-    fake_sendgrid.state.accepted.pop()  # the last request: as if it had never been made
-    assert sum(fake_sendgrid.delivered().values()) == 30 - n
-    assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 30 - n, "queued": n}
-    again = _sendgrid(send_site)
-    assert again.sent == n and again.ok and not again.in_flight
-    assert fake_sendgrid.delivered() == Counter({e: 1 for e in emails})
-    st = edition_status(send_site.store, "2026-W02")
-    assert st.deliveries == {"sent": 30} and st.batches.get("dropped") == 1
-    assert {r[0]: r[1] for r in _batch_rows(send_site)}[batch_id] == "dropped"

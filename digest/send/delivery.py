@@ -20,14 +20,15 @@ How a send goes:
    ``edition.nothing_new = "note"``. Addresses on SendGrid's suppression lists (pulled before
    the send, dry runs included) are skipped and marked in the database.
 4. Recipients of one rendered email go out in batches of at most 1,000. Every batch is
-   recorded before its request: a ``batches`` row that lists its readers (``pending_ids``), and
-   the email's posts in ``edition_posts`` (once per email). SendGrid: the main thread builds
-   request bodies and records them ``queued``, up to ``QUEUE_AHEAD`` per transaction; a poster
-   thread takes them in order and, for each, writes in one transaction the answer to the one
-   before (``accepted`` with the provider's message id, or ``failed`` with the error) and
-   ``in_flight`` for this one, then makes the request. A queued batch has not gone out; only the
-   batch whose request is out is ever ``in_flight``. SMTP and the outbox go batch by batch, in
-   flight, then answered per reader.
+   recorded ``in_flight`` before its request: a ``batches`` row that lists its readers
+   (``pending_ids``), and the email's posts in ``edition_posts`` (once per email), in one
+   transaction with the answer to the batch before (``accepted`` with the provider's message
+   id, or ``failed`` with the error). SendGrid: the main thread streams readers and builds
+   request bodies (large sends build the readers' parts in a worker process,
+   ``digest.send.personalize``); a poster thread takes the bodies in order, records each and
+   makes its request, so the database writes and the requests never wait for the building,
+   and only the batch whose request is out is ever in flight. SMTP and the outbox go batch by
+   batch in the main thread, answered per reader.
 5. A batch's readers reach ``deliveries`` (``sent``, ``failed`` or ``in_flight``, one row each)
    in bulk, in id order: at the end of the run, or at the start of the next one if this one
    died (``_Ledger.materialize``); ``digest status`` adds batches not yet written. Two writes per
@@ -42,7 +43,7 @@ An unwanted duplicate in many inboxes is worse than one missing digest, which an
 still send after checking the provider's activity feed: ``resend_in_flight=True``
 (``digest send --resend-in-flight``) sends those batches again. At most one batch (1,000
 readers) per crashed run is affected, because a batch is only in flight during its request;
-batches still ``queued`` when a run died never went out, and the next run sends them.
+bodies built but not yet recorded when a run died left no trace and are sent by the next run.
 Retries inside one run (429, 5xx, a refused connection) are safe; a retry after a *timeout* can,
 rarely, duplicate, which is why the timeout is generous (``sender.timeout_seconds``).
 """
@@ -53,10 +54,12 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,7 +69,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from digest import pipeline
 from digest.config import Config
 from digest.errors import DigestError, EmptyEditionError, ProviderAuthError, SendError
-from digest.links import LinkMaker
+from digest.links import LinkMaker, Signer, load_secret
 from digest.model import (
     PREFERENCES_URL,
     UNSUBSCRIBE_URL,
@@ -76,15 +79,18 @@ from digest.model import (
     Subscriber,
 )
 from digest.send.base import ONE_CLICK, BatchMessage, OutgoingMessage, Recipient, Sender, make_sender
+from digest.send.personalize import PersonalizationPool, PersonalizationSpec, Personalizer
 from digest.subscribers import category_set_keys
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
-# SendGrid path: batches recorded (queued) per transaction, and bodies waiting for the poster.
-QUEUE_AHEAD = 8
-QUEUE_BYTES = 8_000_000
-ANSWER_DELAY = 0.05  # seconds an answer may wait to be written with the next batch's start
+SWITCH_INTERVAL = 0.0005  # seconds, during a SendGrid send (Python's default: 0.005; see _Run.run)
+QUEUE_AHEAD = 8  # SendGrid: bodies built and waiting for the poster thread (bounds memory)
+ANSWER_DELAY = 0.05
+# Sends of at least POOL_MIN_READERS build big batches' personalizations in a second process.
+POOL_MIN_READERS = 50_000
+POOL_MIN_BATCH = 64  # seconds an answer may wait to be written with the next batch's start
 PAGE = 10_000  # readers read (and checked against the ledger) per query
 LOCK_SECONDS = 300
 # Recipients held back waiting for their group's batch to fill. Readers arrive set by set and each
@@ -394,7 +400,9 @@ class _Personaliser:
     """Per-recipient links and headers: one payload encode and two HMACs per reader."""
 
     def __init__(self, config: Config, edition_id: str) -> None:
-        self.links = LinkMaker.from_config(config)
+        self.base_url = config.web.base_url
+        self.secret = load_secret(config)
+        self.links = LinkMaker(self.base_url, Signer(self.secret))
         self.personal_urls = self.links.personal_urls
         mailto = config.sender.unsubscribe_mailto.strip()
         if mailto and not mailto.startswith("mailto:"):
@@ -415,15 +423,9 @@ class _Personaliser:
             name=name,
         )
 
-    def writer(self, shared_args: dict[str, str]) -> Any:
-        from digest.send.sendgrid import PersonalizationWriter
-
-        return PersonalizationWriter(
-            preferences_token=PREFERENCES_URL,
-            unsubscribe_token=UNSUBSCRIBE_URL,
-            mailto=self.mailto,
-            shared_args=shared_args,
-        )
+    def spec(self, shared_args: dict[str, str]) -> PersonalizationSpec:
+        """What builds SendGrid personalizations (in this process or the worker)."""
+        return PersonalizationSpec(self.base_url, self.secret, self.mailto, tuple(shared_args.items()))
 
 
 # -- the database side ----------------------------------------------------------------------
@@ -466,15 +468,6 @@ class _Ledger:
         self._sql_batch = (
             "INSERT INTO batches (edition_id, category_set, state, recipients, created_at, updated_at, "
             f"pending_ids) VALUES ({q}, {q}, {q}, {q}, {q}, {q}, {q}) RETURNING id"
-        )
-        self._sql_posting = (
-            f"UPDATE batches SET state = 'in_flight', updated_at = {q} WHERE id = {q} AND state = 'queued'"
-        )
-        # Queued batches of a run that died never went out: their readers are sent again.
-        self._sql_drop_queued = (
-            "UPDATE batches SET state = 'dropped', pending_ids = NULL, "
-            "error = 'never sent: the run stopped before its request' "
-            f"WHERE pending_ids IS NOT NULL AND state = 'queued' AND {{by}} = {q}"
         )
         # A batch's state becomes each reader's; the latest batch wins for a reader in two (a
         # failed batch, then the rerun that sent it). Two forms: the fast one lets the foreign key
@@ -639,53 +632,23 @@ class _Ledger:
         with self.store.engine.begin() as conn:
             conn.exec_driver_sql(self._sql_rows, rows)
 
-    def begin_batch(self, variant: _Variant, ids: list[int]) -> int:
-        """The batch (its readers listed on it) in flight, and the email's posts once, before the request."""
-        return self.record_batches([(variant, ids)], state="in_flight")[0]
-
-    def record_batches(self, batches: Sequence[tuple[_Variant, list[int]]], *, state: str) -> list[int]:
-        """Batch rows (and each email's posts, once) in one transaction; their ids in order.
-
-        ``queued``: recorded ahead of their requests (SendGrid), made ``in_flight`` by
-        ``start_posting`` just before each goes out. A queued batch has not been sent.
-        """
-        now = self._ts(self.st.utcnow())
-        rows = []
-        with self.store.engine.begin() as conn:
-            for variant, ids in batches:
-                if not variant.recorded and variant.post_ids:
-                    conn.exec_driver_sql(
-                        self._sql_posts,
-                        [(self.edition_id, variant.category_set, p) for p in variant.post_ids],
-                    )
-                    variant.recorded = True
-                rows.append(
-                    int(
-                        conn.exec_driver_sql(
-                            self._sql_batch,
-                            (
-                                self.edition_id,
-                                variant.category_set,
-                                state,
-                                len(ids),
-                                now,
-                                now,
-                                json.dumps(ids),
-                            ),
-                        ).scalar_one()
-                    )
-                )
-        return rows
-
-    def start_posting(self, batch_id: int, answered: _Finished | None) -> None:
-        """A queued batch goes in flight, with the answer to the batch before it: one commit."""
+    def begin_batch(self, variant: _Variant, ids: list[int], answered: _Finished | None = None) -> int:
+        """The batch in flight, its readers listed on it, and the email's posts once, before the
+        request; with the answer to the batch before it (``answered``): one commit per batch."""
         now = self._ts(self.st.utcnow())
         with self.store.engine.begin() as conn:
             if answered is not None:
                 self._finish(conn, answered, now)
-            moved = conn.exec_driver_sql(self._sql_posting, (now, batch_id)).rowcount
-        if moved != 1:
-            raise SendError(f"batch {batch_id} is not queued any more")
+            if not variant.recorded and variant.post_ids:
+                conn.exec_driver_sql(
+                    self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
+                )
+            batch_id = conn.exec_driver_sql(
+                self._sql_batch,
+                (self.edition_id, variant.category_set, "in_flight", len(ids), now, now, json.dumps(ids)),
+            ).scalar_one()
+        variant.recorded = True
+        return int(batch_id)
 
     def finish(self, finished: Sequence[_Finished]) -> None:
         if not finished:
@@ -749,7 +712,6 @@ class _Ledger:
         """Only for batches no live run is working on (see ``materialize``)."""
         from sqlalchemy.exc import IntegrityError
 
-        conn.exec_driver_sql(self._sql_drop_queued.format(by=by), (value,))
         try:
             with conn.begin_nested():  # a savepoint: PostgreSQL aborts the transaction otherwise
                 rows = conn.exec_driver_sql(self._sql_materialize["fast"].format(by=by), (value,)).rowcount
@@ -837,20 +799,19 @@ class _Posting:
     variant: _Variant
     batch_id: int
     ids: list[int]
-    data: str
+    parts: str | Future[str]  # the comma-joined personalizations, or the worker's promise of them
     message_id: str | None = None
     error: BaseException | None = None
 
 
 class _Poster:
-    """Posts SendGrid requests from another thread and records each one's state around it.
+    """Records and posts SendGrid batches from another thread, in the order they were built.
 
-    The main thread records batches ``queued`` (a few at a time, one transaction) and hands
-    them over; nothing has gone out for a queued batch, so a rerun after a crash sends it. This
-    thread, for each batch in turn, writes in one transaction the answer to the batch before
-    and ``in_flight`` for this one, then makes the request: only the batch whose request is out
-    is ever undecided, as with a plain loop, while the main thread builds and records the next
-    bodies meanwhile. The main thread reads the answers only for the summary.
+    For each batch, one transaction writes the answer to the batch before and this one in
+    flight; then the request goes out. So only the batch whose request is out is ever
+    undecided, as with a plain loop, while the main thread builds the next bodies; a body not
+    yet recorded when a run dies left no trace, and the next run sends it. The main thread
+    reads the answers only for the summary.
     """
 
     def __init__(self, sender: Any, ledger: _Ledger, *, queue_size: int) -> None:
@@ -878,27 +839,42 @@ class _Poster:
                 continue
             if job is None:
                 break
+            data = None
             if self.stop.is_set():
                 job.error = SendError("not sent: the run stopped (the provider refused the API key)")
             else:
+                data = self._body(job)
+            if data is not None:
                 try:
-                    self.ledger.start_posting(job.batch_id, answered)  # one transaction for both
+                    job.batch_id = self.ledger.begin_batch(job.variant, job.ids, answered)
                 except Exception as exc:  # not recorded in flight, so not sent (a rerun sends it)
                     job.error = SendError(
                         f"not sent: could not record the batch ({type(exc).__name__}: {exc})"
                     )
                 else:
                     answered = None
-                    self._post(job)
-            answered = self._write(answered)  # only when start_posting did not write it
-            answered = _finished(job)
-            job.data = ""
+                    self._post(job, data)
+            answered = self._write(answered)  # only when begin_batch did not write it
+            if job.batch_id:  # an unrecorded batch has no row to answer (a rerun sends it)
+                answered = _finished(job)
+            job.parts = ""
             self.done.put(job)
         self._write(answered)
 
-    def _post(self, job: _Posting) -> None:
+    def _body(self, job: _Posting) -> str | None:
+        """The request body (waiting for the worker if it builds it); None and job.error if not."""
         try:
-            job.message_id = self.sender.post_prepared(job.data)
+            parts = job.parts.result() if isinstance(job.parts, Future) else job.parts
+            return str(self.sender.prepared_body(job.variant.prefix, parts, len(job.ids)))
+        except SendError as exc:
+            job.error = exc
+        except Exception as exc:  # the worker died: not sent, and a rerun sends it
+            job.error = SendError(f"not sent: building the request failed ({type(exc).__name__}: {exc})")
+        return None
+
+    def _post(self, job: _Posting, data: str) -> None:
+        try:
+            job.message_id = self.sender.post_prepared(data)
         except ProviderAuthError as exc:
             self.stop.set()
             job.error = exc
@@ -991,16 +967,18 @@ class _Run:
         self.lock: EditionLock | None = None
         self.suppressed: dict[str, str] = {}
         self.sendgrid_batch_id: str | None = None
-        self.writer = self.personaliser.writer({"edition": edition_id}) if self.prepared else None
+        self.personalizer = (
+            Personalizer(self.personaliser.spec({"edition": edition_id})) if self.prepared else None
+        )
+        self.pool: PersonalizationPool | None = None  # large SendGrid sends: a second process
         self.poster: _Poster | None = None
-        self.queued: list[_Posting] = []  # built, not yet recorded: handed over QUEUE_AHEAD at a time
-        self.queued_bytes = 0
         self.auth_error: ProviderAuthError | None = None
 
     # the steps
 
     def run(self) -> SendSummary:
         started = time.monotonic()
+        switch_interval = sys.getswitchinterval()
         from digest import subscribers as subs
 
         self.total = subs.count_by_status(self.store).get("active", 0)
@@ -1020,9 +998,14 @@ class _Run:
             self.before_new, self.before_old = self.ledger.sent_before(self.builder.candidates)
             if self.prepared and not self.dry_run:
                 self.poster = _Poster(self.sender, self.ledger, queue_size=QUEUE_AHEAD)
+                # The poster thread takes the GIL back after every socket and database wait; at
+                # Python's default 5 ms switch interval it queued behind the busy main thread for
+                # most of each batch.
+                sys.setswitchinterval(SWITCH_INTERVAL)
+                if (self.total or 0) >= POOL_MIN_READERS and (os.cpu_count() or 1) > 1:
+                    self.pool = PersonalizationPool(self.personaliser.spec({"edition": self.edition_id}))
             self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))
             self._flush_all()
-            self._hand_over()
             self._drain(wait=True)
             if self.auth_error is not None:
                 raise self.auth_error
@@ -1037,6 +1020,9 @@ class _Run:
                     self._drain(wait=True)
                 finally:
                     self.poster.close()
+                    sys.setswitchinterval(switch_interval)
+                    if self.pool is not None:
+                        self.pool.close()
             if self.lock is not None:
                 try:
                     self.ledger.materialize()
@@ -1250,42 +1236,24 @@ class _Run:
         sender: Any = self.sender
         if variant.prefix is None:
             variant.prefix = sender.prepared_prefix(self._batch_message(variant, ()))
-        fragment = self.writer.fragment  # type: ignore[union-attr]
-        emails = [m[1] for m in members]
-        urls = self.personaliser.links.personal_urls_many(emails)
-        parts = [
-            fragment(email, name, pref, unsub, sid)
-            for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
-        ]
-        data = sender.prepared_body(variant.prefix, parts, emails)
-        del parts, urls
+        assert self.personalizer is not None
         self.summary.batches += 1
         if self.dry_run:
+            sender.prepared_body(variant.prefix, self.personalizer.build(members), len(members))
             self.summary.sent += len(members)
             return
         assert self.lock is not None and self.poster is not None
         self._drain()
         if self.auth_error is not None:
             raise self.auth_error
-        self.queued.append(_Posting(variant, 0, [m[0] for m in members], data))
-        self.queued_bytes += len(data)
-        if len(self.queued) >= QUEUE_AHEAD or self.queued_bytes >= QUEUE_BYTES:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        """Record the built batches ``queued`` in one transaction and give them to the poster.
-
-        The poster's queue is bounded, so this waits when requests are slower than building.
-        """
-        if not self.queued or self.poster is None:
-            return
-        assert self.lock is not None
+        # Big batches' personalizations are built by the worker while this thread goes on.
+        parts: str | Future[str] = (
+            self.pool.submit(members)
+            if self.pool is not None and len(members) >= POOL_MIN_BATCH
+            else self.personalizer.build(members)
+        )
         self.lock.renew()
-        jobs, self.queued, self.queued_bytes = self.queued, [], 0
-        rows = self.ledger.record_batches([(j.variant, j.ids) for j in jobs], state="queued")
-        for job, row in zip(jobs, rows, strict=True):
-            job.batch_id = row
-            self.poster.put(job)
+        self.poster.put(_Posting(variant, 0, [m[0] for m in members], parts))  # waits when it is full
 
     def _drain(self, wait: bool = False) -> None:
         """Collect the poster's answers for the summary (it has written them to the database)."""
@@ -1597,7 +1565,7 @@ def edition_status(store: Any, edition_id: str) -> EditionStatus:
     states = Counter(states)
     reasons = Counter(reasons)
     for state, category_set, error, recipients in pending:
-        reader_state = {"accepted": "sent", "in_flight": "in_flight", "queued": "queued"}.get(state, "failed")
+        reader_state = {"accepted": "sent", "in_flight": "in_flight"}.get(state, "failed")
         states[reader_state] += recipients
         if reader_state == "sent":
             sets[category_set] += recipients

@@ -226,16 +226,16 @@ class SendGridSender:
         body = self._batch_envelope(batch)
         return json.dumps(body, separators=(",", ":"))[:-1] + ',"personalizations":['
 
-    def prepared_body(self, prefix: str, fragments: list[str], emails: list[str]) -> str:
-        """The request body from a prefix and personalizations, with the per-request limits checked."""
-        n = len(fragments)
-        if n == 0:
+    def prepared_body(self, prefix: str, personalizations: str, count: int) -> str:
+        """The request body from a prefix and ``count`` comma-joined personalizations (see
+        ``digest.send.personalize``, which also refuses an address twice), limits checked."""
+        if count == 0:
             raise SendError("A batch needs at least one recipient.")
-        if n > MAX_PERSONALIZATIONS:
-            raise SendError(f"A SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients; got {n}.")
-        if len({e.casefold() for e in emails}) != len(emails):
-            raise SendError("An address appears twice in one batch; SendGrid refuses duplicates.")
-        data = prefix + ",".join(fragments) + "]}"
+        if count > MAX_PERSONALIZATIONS:
+            raise SendError(
+                f"A SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients; got {count}."
+            )
+        data = prefix + personalizations + "]}"
         if len(data) > MAX_BODY_CHARS:
             raise SendError(f"A SendGrid request body is at most 30 MB; this one is {len(data)} characters.")
         return data

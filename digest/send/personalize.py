@@ -1,0 +1,175 @@
+"""Each reader's part of a SendGrid request, built a batch at a time, on a second core if it pays.
+
+A reader's personalization is two signed links (two HMACs), their List-Unsubscribe header and
+their id, written as a JSON fragment: a few microseconds each, and nothing else in a send grows
+with the number of readers as fast. At a million readers that is most of the main thread's
+work, so large sends build the fragments in one worker process (``PersonalizationPool``) while
+the main thread streams readers, renders and records batches, and the poster thread posts.
+The worker gets the signing secret once, through its start-up arguments (a pipe, never the
+command line or the log).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from digest.errors import SendError
+from digest.links import LinkMaker, Signer
+from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL
+
+# (subscriber id, email, name)
+Member = tuple[int, str, str]
+
+
+@dataclass(frozen=True)
+class PersonalizationSpec:
+    """Everything a process needs to build personalizations (picklable)."""
+
+    base_url: str
+    secret: str
+    mailto: str  # ", <mailto:...?subject=unsubscribe>" or ""
+    shared_args: tuple[tuple[str, str], ...]
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"PersonalizationSpec(base_url={self.base_url!r})"
+
+
+class Personalizer:
+    """Builds the comma-joined personalizations of one batch."""
+
+    def __init__(self, spec: PersonalizationSpec) -> None:
+        from digest.send.sendgrid import PersonalizationWriter
+
+        self.links = LinkMaker(spec.base_url, Signer(spec.secret))
+        self.writer = PersonalizationWriter(
+            preferences_token=PREFERENCES_URL,
+            unsubscribe_token=UNSUBSCRIBE_URL,
+            mailto=spec.mailto,
+            shared_args=dict(spec.shared_args),
+        )
+
+    def build(self, members: Sequence[Member]) -> str:
+        """The batch's personalizations, comma-joined; raises SendError on an address twice."""
+        emails = [m[1] for m in members]
+        if len({e.casefold() for e in emails}) != len(emails):
+            raise SendError("An address appears twice in one batch; SendGrid refuses duplicates.")
+        fragment = self.writer.fragment
+        urls = self.links.personal_urls_many(emails)
+        return ",".join(
+            [
+                fragment(email, name, pref, unsub, sid)
+                for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
+            ]
+        )
+
+
+class PersonalizationPool:
+    """A worker process (``python -m digest.send.personalize``) building batches in order.
+
+    ``submit`` returns a Future resolved by a reader thread as answers come back. A plain
+    subprocess with pickled frames over its stdin and stdout, rather than multiprocessing: a
+    spawned multiprocessing worker re-imports the caller's main module, which breaks any script
+    that calls ``deliver`` without a ``__main__`` guard, and forking a process that has threads
+    and open database connections is unsafe.
+    """
+
+    def __init__(self, spec: PersonalizationSpec) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "digest.send.personalize"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to, self._from = self._proc.stdin, self._proc.stdout
+        self._pending: collections.deque[Future[str]] = collections.deque()
+        self._lock = threading.Lock()
+        _write(self._to, spec)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def submit(self, members: Sequence[Member]) -> Future[str]:
+        """Called from one thread only (the frames must go out in the order of the futures)."""
+        future: Future[str] = Future()
+        with self._lock:  # not held while writing: the reader needs it to hand out answers
+            self._pending.append(future)
+        try:
+            _write(self._to, list(members))
+        except OSError as exc:  # the worker is gone; the reader fails what is pending
+            if not future.done():
+                future.set_exception(SendError(f"the personalization worker stopped ({exc})"))
+        return future
+
+    def _read(self) -> None:
+        while True:
+            try:
+                answer = _read(self._from)
+            except (OSError, EOFError, pickle.UnpicklingError):
+                answer = None
+            with self._lock:
+                if answer is None:
+                    while self._pending:
+                        self._pending.popleft().set_exception(SendError("the personalization worker stopped"))
+                    return
+                future = self._pending.popleft()
+            ok, value = answer
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(SendError(value))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._to.close()
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=30)
+        self._from.close()
+
+
+_LENGTH = struct.Struct("!Q")
+
+
+def _write(stream: BinaryIO, value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read(stream: BinaryIO) -> Any:
+    """The next frame, or None at the end of the stream."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)  # frames come only from our own parent or child process
+
+
+def _serve() -> None:
+    """The worker: a spec, then batches of members, each answered with (ok, text) in order."""
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    spec = _read(stdin)
+    personalizer = Personalizer(spec)
+    while (members := _read(stdin)) is not None:
+        try:
+            answer = (True, personalizer.build(members))
+        except SendError as exc:
+            answer = (False, str(exc))
+        _write(stdout, answer)
+
+
+if __name__ == "__main__":
+    _serve()
