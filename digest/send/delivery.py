@@ -54,7 +54,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 from collections import Counter
@@ -85,7 +84,7 @@ from digest.subscribers import category_set_keys
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
-SWITCH_INTERVAL = 0.0005  # seconds, during a SendGrid send (Python's default: 0.005; see _Run.run)
+
 QUEUE_AHEAD = 8  # SendGrid: bodies built and waiting for the poster thread (bounds memory)
 ANSWER_DELAY = 0.05
 # Sends of at least POOL_MIN_READERS build big batches' personalizations in a second process.
@@ -650,6 +649,70 @@ class _Ledger:
         variant.recorded = True
         return int(batch_id)
 
+    # The poster thread's writes: plain DB-API on a connection of its own. SQLAlchemy's work per
+    # statement (a few hundred microseconds a batch) sat on the thread every request waits for.
+
+    def poster_connection(self) -> Any:
+        return self.store.engine.raw_connection()
+
+    def record_in_flight(
+        self, raw: Any, variant: _Variant, ids: list[int], answered: _Finished | None
+    ) -> int:
+        """``begin_batch`` on the poster's connection: one transaction, one commit."""
+        now = self._ts(self.st.utcnow())
+
+        def write(cursor: Any) -> int:
+            if answered is not None:
+                cursor.execute(self._sql_batch_done, self._answer_params(answered, now))
+            if not variant.recorded and variant.post_ids:
+                cursor.executemany(
+                    self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
+                )
+            cursor.execute(
+                self._sql_batch,
+                (self.edition_id, variant.category_set, "in_flight", len(ids), now, now, json.dumps(ids)),
+            )
+            return int(cursor.fetchone()[0])
+
+        batch_id = self._raw_transaction(raw, write)
+        variant.recorded = True
+        return batch_id
+
+    def record_answer(self, raw: Any, answered: _Finished) -> None:
+        now = self._ts(self.st.utcnow())
+        self._raw_transaction(
+            raw, lambda c: c.execute(self._sql_batch_done, self._answer_params(answered, now))
+        )
+
+    def _answer_params(self, done: _Finished, now: Any) -> tuple[Any, ...]:
+        assert not done.failed  # SendGrid answers per request, not per reader
+        if done.error is not None:
+            return ("failed", None, done.error[:2000], now, done.batch_id)
+        return ("accepted", done.message_id, None, now, done.batch_id)
+
+    def _raw_transaction(self, raw: Any, write: Callable[[Any], Any]) -> Any:
+        cursor = raw.cursor()
+        try:
+            if not self.pg:
+                cursor.execute("BEGIN IMMEDIATE")  # the connection is in autocommit mode (store.py)
+            result = write(cursor)
+            if self.pg:
+                raw.commit()
+            else:
+                cursor.execute("COMMIT")
+            return result
+        except BaseException:
+            try:
+                if self.pg:
+                    raw.rollback()
+                elif raw.driver_connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+            except Exception:
+                log.exception("Rolling back a batch record failed")
+            raise
+        finally:
+            cursor.close()
+
     def finish(self, finished: Sequence[_Finished]) -> None:
         if not finished:
             return
@@ -828,6 +891,13 @@ class _Poster:
         self.thread.start()
 
     def _work(self) -> None:
+        self.raw = self.ledger.poster_connection()
+        try:
+            self._loop()
+        finally:
+            self.raw.close()
+
+    def _loop(self) -> None:
         import queue
 
         answered: _Finished | None = None  # the last answer, written with the next batch's start
@@ -846,7 +916,7 @@ class _Poster:
                 data = self._body(job)
             if data is not None:
                 try:
-                    job.batch_id = self.ledger.begin_batch(job.variant, job.ids, answered)
+                    job.batch_id = self.ledger.record_in_flight(self.raw, job.variant, job.ids, answered)
                 except Exception as exc:  # not recorded in flight, so not sent (a rerun sends it)
                     job.error = SendError(
                         f"not sent: could not record the batch ({type(exc).__name__}: {exc})"
@@ -886,7 +956,7 @@ class _Poster:
     def _write(self, answered: _Finished | None) -> None:
         if answered is not None:
             try:
-                self.ledger.finish([answered])
+                self.ledger.record_answer(self.raw, answered)
             except Exception:  # left in flight: reported by the next run, never resent on its own
                 log.exception("Could not record the answer to batch %d", answered.batch_id)
         return None
@@ -978,7 +1048,6 @@ class _Run:
 
     def run(self) -> SendSummary:
         started = time.monotonic()
-        switch_interval = sys.getswitchinterval()
         from digest import subscribers as subs
 
         self.total = subs.count_by_status(self.store).get("active", 0)
@@ -998,10 +1067,6 @@ class _Run:
             self.before_new, self.before_old = self.ledger.sent_before(self.builder.candidates)
             if self.prepared and not self.dry_run:
                 self.poster = _Poster(self.sender, self.ledger, queue_size=QUEUE_AHEAD)
-                # The poster thread takes the GIL back after every socket and database wait; at
-                # Python's default 5 ms switch interval it queued behind the busy main thread for
-                # most of each batch.
-                sys.setswitchinterval(SWITCH_INTERVAL)
                 if (self.total or 0) >= POOL_MIN_READERS and (os.cpu_count() or 1) > 1:
                     self.pool = PersonalizationPool(self.personaliser.spec({"edition": self.edition_id}))
             self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))
@@ -1020,7 +1085,6 @@ class _Run:
                     self._drain(wait=True)
                 finally:
                     self.poster.close()
-                    sys.setswitchinterval(switch_interval)
                     if self.pool is not None:
                         self.pool.close()
             if self.lock is not None:
