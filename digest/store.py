@@ -333,9 +333,6 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
             cursor.execute("PRAGMA cache_size = -32000")  # 32 MB: a million readers fit
-            # Reads through a memory map instead of a read() call per page: a million-reader send
-            # reads the subscriber index and the ledger's indexes page by page (about 5% of it).
-            cursor.execute("PRAGMA mmap_size = 268435456")
             # A send writes ~2,000 scattered index pages per batch; checkpointing (and its fsync)
             # every 64 MB of WAL rather than every 4 MB cut a million-reader send by a fifth.
             cursor.execute("PRAGMA wal_autocheckpoint = 16000")
