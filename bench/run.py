@@ -56,7 +56,6 @@ CATEGORIES = (
 )
 CORPUS_FOLDERS = ("nodejs-blog/blog", "opensuse-news/_posts")
 API_KEY = "SG.bench-key-not-secret"
-POSTERS = 2  # concurrent requests in the stand-in send
 SECRET = "bench-secret-that-is-long-enough-0123456789"
 
 # Targets from issue 7 (seconds unless said otherwise).
@@ -798,22 +797,15 @@ class FakeServer:
         self.proc.wait(timeout=10)
 
 
-def delivery_available() -> bool:
-    return (ROOT / "digest" / "send" / "delivery.py").exists()
-
-
 def child_send(argv: list[str]) -> dict[str, Any]:
     p = argparse.ArgumentParser()
     p.add_argument("--db", required=True)
     p.add_argument("--url", default="")  # empty: prepare only (dry run)
     p.add_argument("--posts", default="")
     p.add_argument("--iter", action="store_true", help="only stream with iter_subscribers")
-    p.add_argument("--standin", action="store_true", help="the bench's own send path")
     a = p.parse_args(argv)
     if a.iter:
         return stream_only(Path(a.db))
-    if a.standin or not delivery_available():
-        return standin_send(Path(a.db), a.url, Path(a.posts))
     return delivery_send(Path(a.db), a.url, Path(a.posts))
 
 
@@ -830,189 +822,6 @@ def _rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# Subscribers ordered by their category set, so each set's readers come one after another and a
-# set is rendered once, its batches fill to 1,000, and nothing is held per subscriber.
-_BY_SET = """
-SELECT s.id, s.email,
-       (SELECT group_concat(k, ',') FROM (SELECT c.category_key AS k FROM subscriber_categories c
-         WHERE c.subscriber_id = s.id ORDER BY c.category_key)) AS cats
-FROM subscribers s WHERE s.status = 'active' ORDER BY cats, s.id
-"""
-
-
-def standin_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
-    """THE STAND-IN for digest.send.delivery: the send path as this bench builds it, for comparison.
-
-    Product parts used: open_store, load_posts, choose, summarize, post_url, Renderer, Signer
-    (through LinkMaker) and SendGridSender's request/retry code with the real client. What is the
-    bench's own: the set-ordered query above, the grouping, and request bodies built as strings
-    (no per-recipient objects). No deliveries table is written (delivery.py's job).
-    """
-    import hashlib
-    import queue
-    import threading
-    from itertools import groupby
-
-    from digest.config import category_key
-    from digest.links import LinkMaker, Signer
-    from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, Section
-    from digest.permalink import post_url
-    from digest.posts import load_posts
-    from digest.render import Renderer
-    from digest.select import choose, window_for
-    from digest.send.sendgrid import SendGridSender
-    from digest.store import open_store
-    from digest.summarize import summarize
-
-    t_start = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix="digest-send-"))
-    config = bench_config(scratch)
-    store = open_store(config, url=f"sqlite:///{db}")
-    renderer = Renderer(config).assembler()  # each distinct section compiled once
-    personal_urls = LinkMaker(config.web.base_url, Signer(SECRET)).personal_urls
-    loaded = load_posts(posts_folder, tz=config.tz)
-    start, end = window_for(datetime(2026, 1, 9, tzinfo=config.tz), 7)
-    in_window = [p for p in loaded.posts if start <= p.date < end]
-    items = {
-        p.path: summarize(
-            p, url=post_url(p, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
-        )
-        for p in in_window
-    }
-    names = {category_key(c): c for c in CATEGORIES}
-    edition_id = "2026-W02"
-    sender = SendGridSender(
-        API_KEY, host=url or "http://127.0.0.1:9", from_email="brief@example.com", max_retries=2
-    )
-    mailto = "mailto:unsubscribe@brief.example.com?subject=unsubscribe"
-    base_rss = _rss_mb()
-
-    posted: queue.Queue[str | None] = queue.Queue(maxsize=4)  # bounded: memory stays flat
-    errors: list[str] = []
-
-    def poster() -> None:
-        while (data := posted.get()) is not None:
-            try:
-                sender._request("post", ("mail", "send"), data=data)
-            except Exception as exc:  # counted, and the run fails the exactly-once check
-                errors.append(str(exc))
-
-    # Two connections at a time (SendGrid allows many): one request is built while others are sent.
-    # Every SQLite step releases the GIL; with the default 5 ms switch interval the reading
-    # thread then waits behind a busy poster thread for each row.
-    sys.setswitchinterval(float(os.environ.get("BENCH_SWITCH", "0.0005")))
-    threads = [
-        threading.Thread(target=poster, daemon=True)
-        for _ in range(int(os.environ.get("BENCH_POSTERS", POSTERS)))
-    ]
-    if url:
-        for thread in threads:
-            thread.start()
-
-    parts = {"render": 0.0, "bodies": 0.0, "post_wait": 0.0}
-    seen = bytearray(1)
-    recipients = sets = requests = duplicates = skipped = 0
-    body_bytes = 0
-    dumps = json.dumps
-    pref_key, unsub_key = dumps(PREFERENCES_URL), dumps(UNSUBSCRIBE_URL)
-
-    def flush(prefix: str, chunk: list[str]) -> None:
-        nonlocal requests, body_bytes
-        data = prefix + ",".join(chunk) + "]}"
-        body_bytes += len(data)
-        requests += 1
-        if url:
-            t = time.perf_counter()
-            posted.put(data)
-            parts["post_wait"] += time.perf_counter() - t
-
-    t_stream = time.perf_counter()
-    with store.reading() as connection:
-        rows = connection.exec_driver_sql(_BY_SET)
-        for cats, group in groupby(rows, key=lambda r: r[2] or ""):
-            t = time.perf_counter()
-            keys = cats.split(",") if cats else []
-            selection = choose(
-                in_window,
-                start=start,
-                end=end,
-                categories=keys,
-                order=CATEGORIES,
-                cap=config.edition.section_cap,
-            )
-            sections = tuple(
-                Section(name, tuple(items[p.path] for p in chosen)) for name, chosen in selection.sections
-            )
-            if not sections:  # nothing new for this set: no email (edition.nothing_new = "skip")
-                skipped += sum(1 for _ in group)
-                continue
-            edition = Edition(edition_id, start, end, tuple(names.get(k, k) for k in keys), sections)
-            rendered = renderer.render(edition)
-            sets += 1
-            set_id = hashlib.sha1(cats.encode()).hexdigest()[:12]
-            envelope = {
-                "from": {"email": "brief@example.com", "name": "Bench Brief"},
-                "subject": rendered.subject,
-                "content": [
-                    {"type": "text/plain", "value": rendered.text},
-                    {"type": "text/html", "value": rendered.html},
-                ],
-                "categories": [edition_id],
-                "custom_args": {"edition": edition_id, "set": set_id},
-            }
-            prefix = dumps(envelope, separators=(",", ":"))[:-1] + ',"personalizations":['
-            parts["render"] += time.perf_counter() - t
-            t = time.perf_counter()
-            chunk: list[str] = []
-            for sub_id, email, _cats in group:
-                if sub_id >= len(seen):
-                    seen.extend(bytes(max(sub_id + 1 - len(seen), len(seen))))
-                if seen[sub_id]:
-                    duplicates += 1
-                seen[sub_id] = 1
-                pref, unsub = personal_urls(email)
-                chunk.append(
-                    f'{{"to":[{{"email":{dumps(email)}}}],"substitutions":{{{pref_key}:"{pref}",'
-                    f'{unsub_key}:"{unsub}"}},"headers":{{"List-Unsubscribe":"<{unsub}>, <{mailto}>",'
-                    '"List-Unsubscribe-Post":"List-Unsubscribe=One-Click"}}'
-                )
-                recipients += 1
-                if len(chunk) == 1000:
-                    flush(prefix, chunk)
-                    chunk = []
-            if chunk:
-                flush(prefix, chunk)
-            parts["bodies"] += time.perf_counter() - t
-    parts_total = time.perf_counter() - t_stream
-    parts["bodies"] -= parts["post_wait"]  # flush() runs inside the bodies loop
-    parts["stream+group"] = parts_total - parts["render"] - parts["bodies"] - parts["post_wait"]
-    if url:
-        for _ in threads:
-            posted.put(None)
-        for thread in threads:
-            thread.join()
-    wall = time.perf_counter() - t_start
-    store.dispose()
-    shutil.rmtree(scratch, ignore_errors=True)
-    return {
-        "path": "bench stand-in (the recommended design; no delivery records)",
-        "wall": wall,
-        "cpu": time.process_time(),
-        "recipients": recipients,
-        "unique": sum(seen),
-        "duplicates": duplicates,
-        "skipped_nothing_new": skipped,
-        "sets": sets,
-        "requests": requests,
-        "client_requests": sender.requests,
-        "errors": errors[:5],
-        "body_mb": body_bytes / 2**20,
-        "base_rss_mb": base_rss,
-        "peak_rss_mb": _rss_mb(),
-        "parts": parts,
-    }
 
 
 def stream_only(db: Path) -> dict[str, Any]:
@@ -1040,9 +849,24 @@ def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     """
     from digest.posts import load_posts
     from digest.send.delivery import deliver
+    from digest.send.personalize import PersonalizationPool
     from digest.send.sendgrid import SendGridSender
     from digest.store import open_store
 
+    # The worker process (big sends) has memory and CPU of its own: read them before it exits.
+    worker: dict[str, float] = {}
+    close = PersonalizationPool.close
+
+    def close_and_measure(pool: PersonalizationPool) -> None:
+        status = Path(f"/proc/{pool._proc.pid}/status").read_text()
+        worker["peak_rss_mb"] = (
+            next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:")) / 1024
+        )
+        fields = Path(f"/proc/{pool._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        worker["cpu"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        close(pool)
+
+    PersonalizationPool.close = close_and_measure  # type: ignore[method-assign]
     scratch = Path(tempfile.mkdtemp(prefix="digest-deliver-"))
     copy = scratch / "digest.db"
     shutil.copyfile(db, copy)
@@ -1096,6 +920,7 @@ def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
         "skipped": summary.skipped_total,
         "base_rss_mb": base_rss,
         "peak_rss_mb": _rss_mb(),
+        "worker": worker,
         "parts": {},
     }
 
@@ -1108,12 +933,12 @@ def fake_stats(url: str) -> dict[str, Any]:
 
 
 def _send_runs(
-    n: int, db: Path, posts_folder: Path, reps: int, standin: bool, dry_runs: bool = True
+    n: int, db: Path, posts_folder: Path, reps: int, dry_runs: int = 1
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    flag = ["--standin"] if standin else []
+    flag: list[str] = []
     dry, full = [], []
-    for _ in range(reps):
-        if dry_runs:
+    for rep in range(reps):
+        if rep < dry_runs:
             dry.append(child(["send", "--db", str(db), "--posts", str(posts_folder), *flag], timeout=3600))
         server = FakeServer()
         try:
@@ -1158,7 +983,12 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
             met=met,
             note=f"{last['path']}; {server['personalizations']:,} delivered, each once: "
             f"{'yes' if delivered_ok else 'NO'}; rejected by the fake server: {server['rejected']}; "
-            f"{server['bytes'] / 2**20:,.0f} MB posted; CPU {statistics.median(r['cpu'] for r in full):.1f} s",
+            f"{server['bytes'] / 2**20:,.0f} MB posted; CPU {statistics.median(r['cpu'] for r in full):.1f} s"
+            + (
+                f" (+ worker process {statistics.median(r['worker']['cpu'] for r in full):.1f} s)"
+                if all(r.get("worker") for r in full)
+                else ""
+            ),
             extra={"runs_detail": full, "dry_detail": dry, "server": server},
         ),
         Figure(
@@ -1172,7 +1002,12 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
             f"{n:,} subscribers",
             "MB",
             rss,
-            note=f"after imports and setup {statistics.median(r['base_rss_mb'] for r in full):.0f} MB",
+            note=f"after imports and setup {statistics.median(r['base_rss_mb'] for r in full):.0f} MB"
+            + (
+                f"; the worker process's own peak {max(r['worker']['peak_rss_mb'] for r in full):.0f} MB"
+                if all(r.get("worker") for r in full)
+                else ""
+            ),
         ),
         Figure(f"  send ({label}): messages/s", f"{n:,} subscribers", "msg/s", [n / w for w in wall]),
     ]
@@ -1190,31 +1025,25 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
     return figures
 
 
-def bench_send(
-    sizes: Sequence[int], runs: int, posts_folder: Path, real_max: int, quick: bool, standin: bool = False
-) -> list[Figure]:
-    """Each size: the product's delivery path (up to ``real_max``), and with --standin the bench's
-    own lower-bound send path (no delivery records) for comparison."""
+def bench_send(sizes: Sequence[int], runs: int, posts_folder: Path, real_max: int) -> list[Figure]:
+    """Each size (up to ``real_max``): ``runs`` sends through digest.send.delivery, each on a fresh
+    copy of the database, and one dry run; then the subscriber stream alone."""
     figures = []
     for n in sizes:
         db = subscriber_db(n)
-        if delivery_available() and n <= real_max:
-            dry, full = _send_runs(n, db, posts_folder, 1, standin=False)
+        if n <= real_max:
+            dry, full = _send_runs(n, db, posts_folder, runs)
             figures += _send_figures(n, "delivery.py", dry, full)
-        elif delivery_available():
+        else:
             figures.append(
                 Figure(
                     "send (delivery.py): end to end",
                     f"{n:,} subscribers: not run",
                     "s",
                     [],
-                    note=f"over --real-max {real_max:,} (about 20 ms a batch; minutes at this size; see README)",
+                    note=f"over --real-max {real_max:,}",
                 )
             )
-        if standin:
-            reps = runs if n < 1_000_000 else max(1, runs - 1)
-            dry, full = _send_runs(n, db, posts_folder, reps, standin=True, dry_runs=not quick)
-            figures += _send_figures(n, "stand-in", dry, full)
         streamed = child(["send", "--db", str(db), "--iter"], timeout=3600)
         figures.append(
             Figure(
@@ -1330,11 +1159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="largest send run through digest.send.delivery (default: every size)",
     )
-    parser.add_argument(
-        "--standin",
-        action="store_true",
-        help="also run the bench's own lower-bound send path (no delivery records), for comparison",
-    )
     parser.add_argument("--skip", default="", help="comma-separated stages to skip: posts,render,send,growth")
     args = parser.parse_args(argv)
 
@@ -1383,9 +1207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "send" not in skip:
             print("send...", file=sys.stderr)
             real_max = args.real_max if args.real_max is not None else 10**12
-            figures += bench_send(
-                sizes, 1 if args.quick else 3, send_posts, real_max, args.quick, standin=args.standin
-            )
+            figures += bench_send(sizes, 1 if args.quick else 3, send_posts, real_max)
         if "growth" not in skip:
             print("growth...", file=sys.stderr)
             figures += growth_posts(
@@ -1394,9 +1216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             figures += growth_render(config, posts, 20 if args.quick else 100)
     env["load_average_at_end"] = load_average()
     env["seconds"] = round(time.perf_counter() - started, 1)
-    env["delivery_path"] = (
-        "digest.send.delivery" if delivery_available() else "bench stand-in (delivery.py not landed)"
-    )
+    env["delivery_path"] = "digest.send.delivery"
     print(table(figures))
     print(
         f"\n{env['machine']}, Python {env['python']}, commit {env['commit']}; load average "
