@@ -10,10 +10,10 @@ Pure: no disk (after the templates are loaded), network, database or clock.
 
 from __future__ import annotations
 
-import copy
 import functools
 import re
 import threading
+import weakref
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta, tzinfo
 from html.parser import HTMLParser
@@ -68,6 +68,13 @@ class EditionView:
         "window_end",
         "window_start",
     )
+
+    def copy(self) -> EditionView:
+        """A shallow copy (``copy.copy`` goes through ``__reduce_ex__``: slower, per set)."""
+        twin = object.__new__(EditionView)
+        for name in self.__slots__:
+            object.__setattr__(twin, name, getattr(self, name))
+        return twin
 
     def __init__(self, edition: Edition, tz: tzinfo) -> None:
         self.id: str = edition.id
@@ -199,7 +206,7 @@ class Renderer:
 
     def _run(self, template: jinja2.Template, context: Mapping[str, Any], name: str) -> str:
         try:
-            return template.render(context)
+            return _render(template, context)
         except jinja2.TemplateSyntaxError as exc:  # raised by an {% import %} or {% include %}
             raise RenderError(_syntax_message(exc, name)) from exc
         except (
@@ -224,6 +231,28 @@ class Renderer:
                 f"({exc}). {_mjml_hint(source)}"
             ) from exc
         return html
+
+
+def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """``template.render(context)`` without copying Jinja's globals into a new dict every time.
+
+    ``Template.render`` merges the template's globals (a ChainMap) into each render's context;
+    that merge was half of a short render, and a send runs three short renders per category
+    set. Here the globals are merged once per template and the context is shared, as
+    ``Template.render`` does otherwise (same output, same error handling).
+    """
+    base = _TEMPLATE_GLOBALS.get(template)
+    if base is None:
+        base = _TEMPLATE_GLOBALS[template] = dict(template.globals)
+    ctx = template.new_context({**base, **context}, shared=True)
+    try:
+        return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+    except Exception:
+        template.environment.handle_exception()
+    raise AssertionError("unreachable")  # handle_exception always raises
+
+
+_TEMPLATE_GLOBALS: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 # -- assembling editions from pieces ------------------------------------------------------------
@@ -272,9 +301,10 @@ class EditionAssembler:
     def __init__(self, renderer: Renderer) -> None:
         self.renderer = renderer
         self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
-        self._sections: dict[tuple[str, tuple[Item, ...]], str | None] = {}
+        self._sections: dict[tuple[str, tuple[int, ...]], str | None] = {}
+        self._alive: dict[tuple[str, tuple[int, ...]], tuple[Item, ...]] = {}
         # a section's text, and the same tidied when it is whole lines
-        self._text_sections: dict[tuple[str, tuple[Item, ...]], tuple[str, str | None] | None] = {}
+        self._text_sections: dict[tuple[str, tuple[int, ...]], tuple[str, str | None] | None] = {}
         self.compiles = 0
         self.assembled = 0
         self.direct = 0
@@ -348,7 +378,7 @@ class EditionAssembler:
         parts = [head]
         tidy_parts = [skeleton.text_head_tidy]
         for section in view.sections:
-            key = (section.name, section.items)
+            key = self._key(section)
             piece = self._text_sections.get(key, ...)
             if piece is ...:
                 raw = self._text_view(context, (section,))
@@ -366,9 +396,21 @@ class EditionAssembler:
         tidy_parts.append(_strip_lines(tail))
         return _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
 
+    def _key(self, section: Section) -> tuple[str, tuple[int, ...]]:
+        """A section's cache key: its name and its items' identities.
+
+        A send's items are the same objects set after set (``pipeline.item_for``), and hashing
+        them by value (every field, long leads included) was a tenth of an assembled render.
+        The items are kept alive here, so an identity cannot be reused by other items.
+        """
+        key = (section.name, tuple(map(id, section.items)))
+        if key not in self._alive:
+            self._alive[key] = section.items
+        return key
+
     def _text_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
         r = self.renderer
-        view = copy.copy(context["edition"])
+        view = context["edition"].copy()
         view.sections = sections
         return r._run(r._text_template, {**context, "edition": view}, TEXT_TEMPLATE)
 
@@ -376,7 +418,7 @@ class EditionAssembler:
         """The HTML of the edition with only ``sections``, tokens in place of per-set text."""
         r = self.renderer
         view: EditionView = context["edition"]
-        tokened = copy.copy(view)
+        tokened = view.copy()
         tokened.sections = sections
         tokened.categories = (_CATEGORIES_TOKEN,) if view.categories else ()
         ctx = {**context, "edition": tokened, "subject": _SUBJECT_TOKEN, "preheader": _PREHEADER_TOKEN}
@@ -393,11 +435,11 @@ class EditionAssembler:
         if not with_one.endswith(tail):
             return None
         skeleton = _Skeleton(bare[:cut], tail)
-        self._sections[(probe[0].name, probe[0].items)] = with_one[cut : len(with_one) - len(tail)]
+        self._sections[self._key(probe[0])] = with_one[cut : len(with_one) - len(tail)]
         return skeleton
 
     def _section(self, skeleton: _Skeleton, section: Section, context: dict[str, Any]) -> str | None:
-        key = (section.name, section.items)
+        key = self._key(section)
         piece = self._sections.get(key, ...)
         if piece is ...:
             html = self._compile_view(context, (section,))
@@ -479,6 +521,7 @@ def _filters(config: Config) -> dict[str, Any]:
     def isodate(value: datetime | date) -> str:
         return (_local(value, tz).date() if isinstance(value, datetime) else value).isoformat()
 
+    @functools.lru_cache(maxsize=64)  # one window per send, asked once per category set
     def daterange(start: datetime, end: datetime) -> str:
         """The window as days: "1–7 January 2026"; ``end`` is exclusive."""
         first = _local(start, tz).date()
