@@ -244,7 +244,11 @@ def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     base = _TEMPLATE_GLOBALS.get(template)
     if base is None:
         base = _TEMPLATE_GLOBALS[template] = dict(template.globals)
-    ctx = template.new_context({**base, **context}, shared=True)
+    # jinja2.runtime.new_context, as Template.new_context calls it, but with the globals as a
+    # plain dict: the Context would otherwise iterate the ChainMap again.
+    ctx = jinja2.runtime.new_context(
+        template.environment, template.name, template.blocks, {**base, **context}, True, base
+    )
     try:
         return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
     except Exception:
