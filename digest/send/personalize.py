@@ -91,6 +91,7 @@ class PersonalizationPool:
         self._to, self._from = self._proc.stdin, self._proc.stdout
         self._pending: collections.deque[Future[str]] = collections.deque()
         self._lock = threading.Lock()
+        self._stopped = False  # the reader saw the worker's output end
         _write(self._to, spec)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -99,12 +100,15 @@ class PersonalizationPool:
         """Called from one thread only (the frames must go out in the order of the futures)."""
         future: Future[str] = Future()
         with self._lock:  # not held while writing: the reader needs it to hand out answers
+            if self._stopped:
+                _fail(future, "the personalization worker stopped")
+                return future
             self._pending.append(future)
         try:
             _write(self._to, list(members))
-        except OSError as exc:  # the worker is gone; the reader fails what is pending
-            if not future.done():
-                future.set_exception(SendError(f"the personalization worker stopped ({exc})"))
+        except OSError as exc:  # the worker is gone (the reader fails the rest when it sees it)
+            with self._lock:
+                _fail(future, f"the personalization worker stopped ({exc})")
         return future
 
     def _read(self) -> None:
@@ -115,11 +119,14 @@ class PersonalizationPool:
                 answer = None
             with self._lock:
                 if answer is None:
+                    self._stopped = True
                     while self._pending:
-                        self._pending.popleft().set_exception(SendError("the personalization worker stopped"))
+                        _fail(self._pending.popleft(), "the personalization worker stopped")
                     return
                 future = self._pending.popleft()
             ok, value = answer
+            if future.done():  # failed by the writer already
+                continue
             if ok:
                 future.set_result(value)
             else:
@@ -135,6 +142,12 @@ class PersonalizationPool:
             self._proc.wait()
         self._reader.join(timeout=30)
         self._from.close()
+
+
+def _fail(future: Future[str], why: str) -> None:
+    """Fail a future once (the writer and the reader can both find the worker gone)."""
+    if not future.done():
+        future.set_exception(SendError(why))
 
 
 _LENGTH = struct.Struct("!Q")
