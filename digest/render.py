@@ -126,6 +126,7 @@ class Renderer:
         self._text_env.filters.update(filters)
         self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
         self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
+        self._short = _ShortRenders(self)
         self._subject = self._string_template(config.edition.subject, "edition.subject")
         self._preheader = self._string_template(config.edition.preheader, "edition.preheader")
         self._globals = {
@@ -170,8 +171,8 @@ class Renderer:
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
         context: dict[str, Any] = {**self._globals, "edition": view}
-        context["subject"] = _one_line(self._run(self._subject, context, "config key edition.subject"))
-        context["preheader"] = _one_line(self._run(self._preheader, context, "config key edition.preheader"))
+        context["subject"] = self._short.render(self._subject, context, "config key edition.subject")
+        context["preheader"] = self._short.render(self._preheader, context, "config key edition.preheader")
         return context
 
     def _warnings(self, size: int) -> tuple[str, ...]:
@@ -231,6 +232,67 @@ class Renderer:
                 f"({exc}). {_mjml_hint(source)}"
             ) from exc
         return html
+
+
+class _ReadRecorder:
+    """Stands in for the EditionView during a render and notes the attributes the template reads."""
+
+    __slots__ = ("_view", "read")
+
+    def __init__(self, view: EditionView) -> None:
+        self._view = view
+        self.read: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._view, name)
+        self.read.append(name)
+        return value
+
+
+class _ShortRenders:
+    """Subject and preheader, cached by the values of what each render read of the edition.
+
+    A send renders them once per category set, but they usually read only the post count and
+    the first titles, which many sets share. A template can only branch on what it reads, so
+    an edition that agrees on every attribute the first render read (and on the subject, which
+    the preheader can use) renders the same text. A template that calls ``random`` gets one
+    pick per distinct input, not one per set.
+    """
+
+    MAX = 10_000
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        # template -> [(attribute names read, {(subject, values): text})]
+        self._tables: dict[int, list[tuple[tuple[str, ...], dict[Any, str]]]] = {}
+
+    def render(self, template: jinja2.Template, context: dict[str, Any], name: str) -> str:
+        view = context["edition"]
+        extra = context.get("subject")
+        tables = self._tables.setdefault(id(template), [])
+        try:
+            for names, table in tables:
+                hit = table.get((extra, tuple([getattr(view, n) for n in names])))
+                if hit is not None:
+                    return hit
+        except TypeError:  # an unhashable value: no caching for this edition
+            return _one_line(self.renderer._run(template, context, name))
+        recorder = _ReadRecorder(view)
+        text = _one_line(self.renderer._run(template, {**context, "edition": recorder}, name))
+        names = tuple(dict.fromkeys(recorder.read))
+        try:
+            key = (extra, tuple([getattr(view, n) for n in names]))
+            hash(key)
+        except TypeError:
+            return text
+        table = next((t for known, t in tables if known == names), None)
+        if table is None:
+            table = {}
+            tables.append((names, table))
+        if len(table) >= self.MAX:
+            table.clear()
+        table[key] = text
+        return text
 
 
 def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:

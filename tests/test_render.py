@@ -563,3 +563,26 @@ def test_assembled_text_is_tidied_as_the_whole_text_is(tmp_path: Path, layout: s
     for chosen in (pool[:1], pool[1:], pool, pool[:1]):
         edition = make_edition(*chosen, categories=tuple(s.name for s in chosen))
         assert assembler.render(edition).text == renderer.render(edition).text
+
+
+def test_subject_and_preheader_cached_by_what_they_read_match_fresh_renders(tmp_path: Path) -> None:
+    """A template branches only on what it reads, so the cache keyed on those values is exact."""
+    edition_keys = {
+        "subject": "{% if edition.post_count > 2 %}{{ edition.titles[0] }} +{{ edition.post_count - 1 }}"
+        "{% else %}{{ site.name }}: a short week{% endif %}",
+        "preheader": "{{ subject }} · {{ edition.categories | join('/') }}",
+    }
+    config = site_config(tmp_path, edition=edition_keys)
+    cached = Renderer(config)
+    pool = [make_item(i, title=f"Title {i}") for i in range(6)]
+    editions = [
+        make_edition(Section("Europe", tuple(pool[a:b])), categories=cats)
+        for a, b in ((0, 1), (0, 2), (0, 3), (1, 4), (0, 3), (2, 6), (0, 1))
+        for cats in (("Europe",), ("Europe", "US"))
+    ]
+    for edition in editions:
+        fresh = Renderer(config)  # no cache
+        got, want = cached.render(edition), fresh.render(edition)
+        assert (got.subject, got.preheader) == (want.subject, want.preheader)
+    assert cached.render(editions[4]).subject == "Title 0 +2"
+    assert cached.render(editions[0]).preheader.endswith("· Europe")
