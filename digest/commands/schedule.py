@@ -192,10 +192,10 @@ def _sender_headers(config: Config, edition_id: str) -> dict[str, str] | None:
     """
     try:
         from digest.model import Subscriber
-        from digest.send.delivery import _Personaliser
+        from digest.send.delivery import _PersonalLinks
 
         sample = Subscriber(id=0, email="reader@example.org", status="active", categories=())
-        recipient = _Personaliser(config, edition_id).recipient(sample)
+        recipient = _PersonalLinks(config, edition_id).recipient(sample)
     except (ImportError, AttributeError, TypeError, DigestError):
         return None
     return {"From": config.sender.from_email, **recipient.headers}

@@ -395,7 +395,7 @@ def nothing_new_note(config: Config, edition: Edition) -> RenderedEdition:
     return RenderedEdition(subject=subject, preheader="", html=html, text=text)
 
 
-class _Personaliser:
+class _PersonalLinks:
     """Per-recipient links and headers: one payload encode and two HMACs per reader."""
 
     def __init__(self, config: Config, edition_id: str) -> None:
@@ -631,28 +631,20 @@ class _Ledger:
         with self.store.engine.begin() as conn:
             conn.exec_driver_sql(self._sql_rows, rows)
 
-    def begin_batch(self, variant: _Variant, ids: list[int], answered: _Finished | None = None) -> int:
+    def begin_batch(self, variant: _Variant, ids: list[int]) -> int:
         """The batch in flight, its readers listed on it, and the email's posts once, before the
-        request; with the answer to the batch before it (``answered``): one commit per batch."""
-        now = self._ts(self.st.utcnow())
-        with self.store.engine.begin() as conn:
-            if answered is not None:
-                self._finish(conn, answered, now)
-            if not variant.recorded and variant.post_ids:
-                conn.exec_driver_sql(
-                    self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
-                )
-            batch_id = conn.exec_driver_sql(
-                self._sql_batch,
-                (self.edition_id, variant.category_set, "in_flight", len(ids), now, now, json.dumps(ids)),
-            ).scalar_one()
-        variant.recorded = True
-        return int(batch_id)
+        request (SMTP and the outbox, batch by batch; the SendGrid poster calls
+        ``record_in_flight`` on its own connection)."""
+        raw = self.raw_connection()
+        try:
+            return self.record_in_flight(raw, variant, ids, None)
+        finally:
+            raw.close()
 
-    # The poster thread's writes: plain DB-API on a connection of its own. SQLAlchemy's work per
+    # Batch records: plain DB-API (the poster keeps a connection of its own). SQLAlchemy's work per
     # statement (a few hundred microseconds a batch) sat on the thread every request waits for.
 
-    def poster_connection(self) -> Any:
+    def raw_connection(self) -> Any:
         return self.store.engine.raw_connection()
 
     def record_in_flight(
@@ -663,7 +655,7 @@ class _Ledger:
 
         def write(cursor: Any) -> int:
             if answered is not None:
-                cursor.execute(self._sql_batch_done, self._answer_params(answered, now))
+                cursor.execute(self._sql_batch_done, self._answer_values(answered, now))
             if not variant.recorded and variant.post_ids:
                 cursor.executemany(
                     self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
@@ -681,11 +673,11 @@ class _Ledger:
     def record_answer(self, raw: Any, answered: _Finished) -> None:
         now = self._ts(self.st.utcnow())
         self._raw_transaction(
-            raw, lambda c: c.execute(self._sql_batch_done, self._answer_params(answered, now))
+            raw, lambda c: c.execute(self._sql_batch_done, self._answer_values(answered, now))
         )
 
-    def _answer_params(self, done: _Finished, now: Any) -> tuple[Any, ...]:
-        assert not done.failed  # SendGrid answers per request, not per reader
+    def _answer_values(self, done: _Finished, now: Any) -> tuple[Any, ...]:
+        """``_sql_batch_done``'s values: accepted with the message id, or failed with the error."""
         if done.error is not None:
             return ("failed", None, done.error[:2000], now, done.batch_id)
         return ("accepted", done.message_id, None, now, done.batch_id)
@@ -723,13 +715,7 @@ class _Ledger:
 
     def _finish(self, conn: Any, done: _Finished, now: Any) -> None:
         """Accepted (minus per-reader refusals) or failed as a whole, on the batch row."""
-        if done.error is not None:
-            error = done.error[:2000]
-            conn.exec_driver_sql(self._sql_batch_done, ("failed", None, error, now, done.batch_id))
-        else:
-            conn.exec_driver_sql(
-                self._sql_batch_done, ("accepted", done.message_id, None, now, done.batch_id)
-            )
+        conn.exec_driver_sql(self._sql_batch_done, self._answer_values(done, now))
         if not (self.per_reader or done.failed):
             return  # its readers reach deliveries with the rest, in bulk
         self._materialize(conn, "id", done.batch_id)
@@ -891,7 +877,7 @@ class _Poster:
         self.thread.start()
 
     def _work(self) -> None:
-        self.raw = self.ledger.poster_connection()
+        self.raw = self.ledger.raw_connection()
         try:
             self._loop()
         finally:
@@ -935,7 +921,7 @@ class _Poster:
         """The request body (waiting for the worker if it builds it); None and job.error if not."""
         try:
             parts = job.parts.result() if isinstance(job.parts, Future) else job.parts
-            return str(self.sender.prepared_body(job.variant.prefix, parts, len(job.ids)))
+            return self.sender.prepared_body(job.variant.prefix, parts, len(job.ids))
         except SendError as exc:
             job.error = exc
         except Exception as exc:  # the worker died: not sent, and a rerun sends it
@@ -1020,7 +1006,7 @@ class _Run:
         self.batch_size = min(batch_size, BATCH_SIZE)
         self.max_buffered = max_buffered
         self.builder = _Builder(config, window=window, edition_id=edition_id, posts=posts)
-        self.personaliser = _Personaliser(config, edition_id)
+        self.personal_links = _PersonalLinks(config, edition_id)
         # SendGrid: bodies from pre-encoded pieces, posted from another thread.
         self.prepared = sender is not None and hasattr(sender, "post_prepared")
         self.ledger = _Ledger(store, edition_id, per_reader=not self.prepared)
@@ -1037,9 +1023,9 @@ class _Run:
         self.lock: EditionLock | None = None
         self.suppressed: dict[str, str] = {}
         self.sendgrid_batch_id: str | None = None
-        self.personalizer = (
-            Personalizer(self.personaliser.spec({"edition": edition_id})) if self.prepared else None
-        )
+        # SendGrid: what builds readers' personalizations, here or in the worker process.
+        self.spec = self.personal_links.spec({"edition": edition_id})
+        self.personalizer = Personalizer(self.spec) if self.prepared else None
         self.pool: PersonalizationPool | None = None  # large SendGrid sends: a second process
         self.poster: _Poster | None = None
         self.auth_error: ProviderAuthError | None = None
@@ -1068,7 +1054,7 @@ class _Run:
             if self.prepared and not self.dry_run:
                 self.poster = _Poster(self.sender, self.ledger, queue_size=QUEUE_AHEAD)
                 if (self.total or 0) >= POOL_MIN_READERS and (os.cpu_count() or 1) > 1:
-                    self.pool = PersonalizationPool(self.personaliser.spec({"edition": self.edition_id}))
+                    self.pool = PersonalizationPool(self.spec)
             self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))
             self._flush_all()
             self._drain(wait=True)
@@ -1348,7 +1334,7 @@ class _Run:
         log.warning("Batch %d of edition %s failed: %s", job.batch_id, self.edition_id, error)
 
     def _send_batch(self, variant: _Variant, members: list[_Member]) -> None:
-        member = self.personaliser.member
+        member = self.personal_links.member
         recipients = [member(sid, email, name) for sid, email, name in members]
         batch = self._batch_message(variant, recipients)
         self.summary.batches += 1
@@ -1540,8 +1526,7 @@ def send_test(
         config, as_of=window[1], categories=list(categories or ()) or None, window=window, edition_id=eid
     )
     rendered = pipeline.render(config, edition)
-    personaliser = _Personaliser(config, eid)
-    r = personaliser.recipient(
+    r = _PersonalLinks(config, eid).recipient(
         Subscriber(id=0, email=address, status="active", categories=tuple(categories or ()))
     )
     batch = BatchMessage(

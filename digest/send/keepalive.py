@@ -134,26 +134,23 @@ class KeepAliveClient(Client):
 
     @classmethod
     def wrap(cls, client: Client, pool: ConnectionPool) -> KeepAliveClient:
+        return cls._like(client, client._url_path, pool)
+
+    def _build_client(self, name: str | None = None) -> KeepAliveClient:
+        return self._like(self, [*self._url_path, name] if name else self._url_path, self.pool)
+
+    @classmethod
+    def _like(cls, client: Client, url_path: list[str], pool: ConnectionPool) -> KeepAliveClient:
+        """A client for ``url_path`` with ``client``'s settings, as the library's own
+        ``_build_client`` makes one (it names its class, so a subclass must redo it)."""
         return cls(
             host=client.host,
             version=client._version,
             request_headers=client.request_headers,
-            url_path=client._url_path,
+            url_path=url_path,
             append_slash=client.append_slash,
             timeout=client.timeout,
             pool=pool,
-        )
-
-    def _build_client(self, name: str | None = None) -> KeepAliveClient:
-        url_path = [*self._url_path, name] if name else self._url_path
-        return KeepAliveClient(
-            host=self.host,
-            version=self._version,
-            request_headers=self.request_headers,
-            url_path=url_path,
-            append_slash=self.append_slash,
-            timeout=self.timeout,
-            pool=self.pool,
         )
 
     def _make_request(self, opener: Any, request: Request, timeout: float | None = None) -> _Answer:
