@@ -448,7 +448,8 @@ _COMMENT = re.compile(r"<!--.*?-->", re.S)
 @functools.cache
 def caniemail_data() -> dict[str, Any]:
     """The support table in digest/data (derived from caniemail; see the README there)."""
-    return json.loads(CANIEMAIL_DATA.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(CANIEMAIL_DATA.read_text(encoding="utf-8"))
+    return data
 
 
 def _client_support(html: str) -> list[Finding]:

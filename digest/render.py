@@ -285,10 +285,11 @@ class _ShortRenders:
             hash(key)
         except TypeError:
             return text
-        table = next((t for known, t in tables if known == names), None)
-        if table is None:
-            table = {}
-            tables.append((names, table))
+        found: dict[Any, str] | None = next((t for known, t in tables if known == names), None)
+        if found is None:
+            found = {}
+            tables.append((names, found))
+        table = found
         if len(table) >= self.MAX:
             table.clear()
         table[key] = text
@@ -312,7 +313,8 @@ def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
         template.environment, template.name, template.blocks, {**base, **context}, True, base
     )
     try:
-        return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+        text: str = template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined,unused-ignore]
+        return text
     except Exception:
         template.environment.handle_exception()
     raise AssertionError("unreachable")  # handle_exception always raises
@@ -387,7 +389,7 @@ class EditionAssembler:
         html = None
         if skeleton is not None:
             html = self._assemble(skeleton, context, view)
-        if html is None:
+        if html is None or skeleton is None:
             self.direct += 1
             return r.render(edition)
         text = self._text(skeleton, context, view)

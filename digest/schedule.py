@@ -232,7 +232,18 @@ def parse_cron(expr: str, *, key: str = "schedule.cron") -> Cron:
             "week; cron runs on either, which is rarely what is meant. Keep one and use '*' for the other."
         )
     second, rest = (fields[0], fields[1:]) if has_seconds else ("0", fields)
-    return Cron(" ".join(fields), second, *rest, has_seconds=has_seconds, expanded=values)
+    minute, hour, day, month, day_of_week = rest
+    return Cron(
+        " ".join(fields),
+        second,
+        minute,
+        hour,
+        day,
+        month,
+        day_of_week,
+        has_seconds=has_seconds,
+        expanded=values,
+    )
 
 
 def _instants(wall: datetime, tz: tzinfo) -> list[datetime]:

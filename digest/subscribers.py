@@ -351,7 +351,7 @@ def _insert(
             confirmed_at=now if status in ("active", "paused") else None,
             unsubscribed_at=now if status == "unsubscribed" else None,
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key[0]  # type: ignore[attr-defined]
     _set_categories(session, sid, keys)
     return sid
 

@@ -48,6 +48,9 @@ echo "== lint"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 
+echo "== types (mypy --strict over digest/, configured in pyproject.toml)"
+.venv/bin/mypy
+
 echo "== the README's first command, in a scratch copy of the repo's config, posts and readers"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

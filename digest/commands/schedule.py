@@ -119,7 +119,7 @@ def run_due(
 
     loaded = pipeline.load(config)
     already = sent_post_ids(r for r in records if r.id != due.id)
-    lines: list[str] = []
+    lines = []
     if due.state == "resume":
         lines.append(f"Edition {due.id} was started before and not finished; carrying on with it.")
     backdated = backdated_posts(
@@ -217,7 +217,7 @@ def _deliver(config: Config, store: Any, **kwargs: Any) -> Any:
         from digest.send import delivery
     except ImportError as exc:  # pragma: no cover - while the delivery engine is missing
         raise DigestError("the delivery engine (digest.send.delivery) is not installed.") from exc
-    return delivery.deliver_due(config, store, **kwargs)  # type: ignore[attr-defined]
+    return delivery.deliver_due(config, store, **kwargs)
 
 
 @click.command("run")
@@ -365,7 +365,7 @@ def make_trigger(cron: Cron, tz: tzinfo) -> Any:
     """
     from apscheduler.triggers.base import BaseTrigger
 
-    class CronScheduleTrigger(BaseTrigger):
+    class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
         def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
             after = previous_fire_time if previous_fire_time is not None else now - timedelta(microseconds=1)
             runs = next_runs(cron, tz, after, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 # caniemail slugs that digest.check can detect in rendered HTML (see check._LINT_PATTERNS).
 SLUGS = (
@@ -48,7 +49,7 @@ CLIENTS = (
 OUT = Path(__file__).resolve().parent / "caniemail-lints.json"
 
 
-def derive(snapshot: dict) -> dict:
+def derive(snapshot: dict[str, Any]) -> dict[str, Any]:
     features = {f["slug"]: f for f in snapshot["features"]}
     kept = []
     for slug in SLUGS:

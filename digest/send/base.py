@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ def make_sender(
     if backend == "outbox":
         from digest.send.outbox import OutboxSender
 
-        folder = config.path(outbox) if outbox is not None else config.path(config.sender.outbox)
+        folder = config.path(Path(outbox)) if outbox is not None else config.path(config.sender.outbox)
         return OutboxSender(config, folder)
     if backend == "smtp":
         from digest.send.smtp import SMTPSender

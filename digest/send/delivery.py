@@ -666,7 +666,7 @@ class _Ledger:
             )
             return int(cursor.fetchone()[0])
 
-        batch_id = self._raw_transaction(raw, write)
+        batch_id = int(self._raw_transaction(raw, write))
         variant.recorded = True
         return batch_id
 
@@ -921,7 +921,8 @@ class _Poster:
         """The request body (waiting for the worker if it builds it); None and job.error if not."""
         try:
             parts = job.parts.result() if isinstance(job.parts, Future) else job.parts
-            return self.sender.prepared_body(job.variant.prefix, parts, len(job.ids))
+            body: str = self.sender.prepared_body(job.variant.prefix, parts, len(job.ids))
+            return body
         except SendError as exc:
             job.error = exc
         except Exception as exc:  # the worker died: not sent, and a rerun sends it
@@ -939,7 +940,8 @@ class _Poster:
         except Exception as exc:
             job.error = SendError(f"{type(exc).__name__}: {exc}")
 
-    def _write(self, answered: _Finished | None) -> None:
+    def _write(self, answered: _Finished | None) -> _Finished | None:
+        """Write a pending answer on its own; returns what is left to write (nothing)."""
         if answered is not None:
             try:
                 self.ledger.record_answer(self.raw, answered)

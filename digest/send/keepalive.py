@@ -125,7 +125,7 @@ class ConnectionPool:
             conn.close()
 
 
-class KeepAliveClient(Client):
+class KeepAliveClient(Client):  # type: ignore[misc]
     """python_http_client's Client with its transport swapped for a ``ConnectionPool``."""
 
     def __init__(self, *args: Any, pool: ConnectionPool, **kwargs: Any) -> None:

@@ -84,5 +84,5 @@ def read_outbox(folder: str | os.PathLike[str]) -> list[EmailMessage]:
     messages: list[EmailMessage] = []
     for path in sorted(Path(folder).glob("*.eml")):
         with path.open("rb") as fh:
-            messages.append(parser.parse(fh))  # type: ignore[arg-type]
+            messages.append(parser.parse(fh))  # type: ignore[arg-type,unused-ignore]
     return messages

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from digest.errors import SendError
 from digest.links import LinkMaker, Signer
@@ -153,13 +153,13 @@ def _fail(future: Future[str], why: str) -> None:
 _LENGTH = struct.Struct("!Q")
 
 
-def _write(stream: BinaryIO, value: object) -> None:
+def _write(stream: IO[bytes], value: object) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_LENGTH.pack(len(data)) + data)
     stream.flush()
 
 
-def _read(stream: BinaryIO) -> Any:
+def _read(stream: IO[bytes]) -> Any:
     """The next frame, or None at the end of the stream."""
     head = stream.read(_LENGTH.size)
     if len(head) < _LENGTH.size:

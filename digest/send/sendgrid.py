@@ -447,7 +447,7 @@ def _header(headers: Any, name: str) -> str | None:
     if value is None and hasattr(headers, "items"):
         lname = name.lower()
         value = next((v for k, v in headers.items() if k.lower() == lname), None)
-    return value
+    return None if value is None else str(value)
 
 
 def _errors(body: bytes | None) -> str:

@@ -118,7 +118,7 @@ def record_events(store: Any, events: list[dict[str, Any]]) -> WebhookSummary:
     if store.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
 
     summary = WebhookSummary()
     for event in events:
