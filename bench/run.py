@@ -887,10 +887,10 @@ def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     still against a fake server, since a dry run asks SendGrid for its suppression lists.
     """
     from digest.posts import load_posts
-    from digest.send.delivery import deliver
     from digest.send.personalize import PersonalizationPool
     from digest.send.sendgrid import SendGridSender
     from digest.store import open_store
+    from digest.weekly import send as deliver  # plan (build, render, check) and deliver
 
     # The worker process (big sends) has memory and CPU of its own: read them before it exits.
     worker: dict[str, float] = {}

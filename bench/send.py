@@ -105,8 +105,8 @@ def run_one(n: int, seed: int, profile: str | None) -> dict[str, object]:
     """One size, in this process: setup (not counted), then deliver() timed, then the server's counts."""
     rng = random.Random(seed)
     from digest.config import config_from_dict
-    from digest.send.delivery import deliver
     from digest.store import open_store
+    from digest.weekly import send as deliver
 
     tmp = Path(tempfile.mkdtemp(prefix="digest-bench-"))
     write_posts(tmp / "posts", rng)

@@ -47,11 +47,15 @@ def build_edition(
     window: tuple[datetime, datetime] | None = None,
     edition_id: str | None = None,
     posts: LoadResult | None = None,
+    items: ItemCache | None = None,
 ) -> Edition:
-    """The edition a reader of ``categories`` (None: all) gets for the window ending at ``as_of``."""
+    """The edition a reader of ``categories`` (None: all) gets for the window ending at ``as_of``.
+
+    ``items``: the summaries to reuse across editions built from the same posts (a send's plan).
+    """
     loaded = posts if posts is not None else load(config)
     start, end = window or window_for(as_of, config.edition.window_days)
-    wanted = _display_names(config, categories)
+    wanted = display_names(config, categories)
     selection = choose(
         loaded.posts,
         start=start,
@@ -60,11 +64,12 @@ def build_edition(
         order=config.category_order(),
         cap=config.edition.section_cap,
     )
+    cache = items if items is not None else ItemCache(config)
     sections = []
     for name, chosen in selection.sections:
-        items = tuple(item_for(post, config) for post in chosen)
-        if items:
-            sections.append(Section(name=name, items=items))
+        shown = tuple(cache.item(post) for post in chosen)
+        if shown:
+            sections.append(Section(name=name, items=shown))
     return Edition(
         id=edition_id or edition_id_for(end, config),
         window_start=start,
@@ -75,33 +80,35 @@ def build_edition(
     )
 
 
-# Summaries keyed by what they depend on. A send renders hundreds of category sets from the same
-# few dozen posts; without this each set would summarise every post again.
-_ITEMS: dict[tuple[str, str, str, str, str, int], Item] = {}
-_ITEMS_MAX = 20_000
+class ItemCache:
+    """Each post as the email shows it (lead + link), summarised once per post version and settings.
+
+    Owned by whoever builds many editions from the same posts: a send renders hundreds of
+    category sets from the same few dozen posts, and its plan (``digest.plan.EditionPlan``)
+    holds one of these, so each post is summarised once and every set shares the same ``Item``
+    objects (which the renderer's compiled sections rely on).
+    """
+
+    MAX = 20_000
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._items: dict[tuple[str, str], Item] = {}
+
+    def item(self, post: Post) -> Item:
+        config = self.config
+        key = (post.path, post.content_hash)
+        item = self._items.get(key) if post.content_hash else None  # hand-made posts have no hash
+        if item is None or item.date != post.date:
+            if len(self._items) >= self.MAX:
+                self._items.clear()
+            url = post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
+            item = self._items[key] = summarize(post, url=url, word_budget=config.edition.lead_words)
+        return item
 
 
-def item_for(post: Post, config: Config) -> Item:
-    """The post as the email shows it (lead + link), computed once per post version and settings."""
-    key = (
-        post.path,
-        post.content_hash,
-        config.site.base_url,
-        config.site.permalink,
-        config.site.timezone,
-        config.edition.lead_words,
-    )
-    item = _ITEMS.get(key) if post.content_hash else None  # hand-made posts have no hash
-    if item is None or item.date != post.date:
-        if len(_ITEMS) >= _ITEMS_MAX:
-            _ITEMS.clear()
-        url = post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
-        item = _ITEMS[key] = summarize(post, url=url, word_budget=config.edition.lead_words)
-    return item
-
-
-def _display_names(config: Config, categories: Sequence[str] | None) -> list[str]:
-    """Spell requested categories as config does, so section headings look the same everywhere."""
+def display_names(config: Config, categories: Sequence[str] | None) -> list[str]:
+    """Spell categories (names or keys, any case) as config does: one helper for every heading and label."""
     names: list[str] = []
     for raw in categories or ():
         if not raw.strip():

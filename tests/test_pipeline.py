@@ -24,11 +24,11 @@ def test_each_post_is_summarised_once_across_category_sets(monkeypatch: pytest.M
         return real(post, **kw)
 
     monkeypatch.setattr(pipeline, "summarize", counting)
-    monkeypatch.setattr(pipeline, "_ITEMS", {})
     posts = pipeline.load(config, use_cache=False)
     as_of = datetime(2026, 1, 9, tzinfo=UTC)
+    items = pipeline.ItemCache(config)  # what a send's plan owns
     editions = [
-        pipeline.build_edition(config, as_of=as_of, categories=cats, posts=posts)
+        pipeline.build_edition(config, as_of=as_of, categories=cats, posts=posts, items=items)
         for cats in (["US"], ["US", "Europe"], ["Europe", "Asia"], None)
     ]
     shown = {item.post_path for e in editions for s in e.sections for item in s.items}

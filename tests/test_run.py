@@ -1,4 +1,4 @@
-"""`digest run` logic (commands.schedule.run_due) on a real SQLite store, with a stand-in for the
+"""`digest run` logic (digest.weekly.run_due) on a real SQLite store, with a stand-in for the
 delivery engine; and the `digest schedule` / `digest check` / `digest run` command lines."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from digest import editions
 from digest.cli import cli
-from digest.commands.schedule import run_due
 from digest.config import Config, load_config
 from digest.store import open_store
+from digest.weekly import run_due
 
 LONDON = ZoneInfo("Europe/London")
 ADDRESS = "The Brief, 1 Example Street, London N1 1AA"
@@ -75,14 +75,15 @@ class FakeDelivery:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def __call__(self, config: Config, store: Any, **kwargs: Any) -> str:
-        self.calls.append(kwargs)
+    def __call__(self, config: Config, store: Any, plan: Any, **kwargs: Any) -> str:
+        self.calls.append({"plan": plan, **kwargs})
         if not kwargs["dry_run"]:
-            editions.set_status(store, kwargs["edition"].id, "sent", sent_at=kwargs["due"].window.end)
+            editions.record_edition(store, edition_id=plan.id, window=plan.scheduled, manifest=plan.manifest)
+            editions.set_status(store, plan.id, "sent", sent_at=plan.scheduled.end)
         return "3 sent."
 
     def posts(self, n: int = -1) -> list[str]:
-        return [item.post_path for item in self.calls[n]["edition"].items]
+        return [item.post_path for item in self.calls[n]["plan"].edition.items]
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_half_sent_edition_is_resumed_with_its_window(site: Site) -> None:
         store.dispose()
     outcome = run(site, at(2026, 1, 12, 9), deliver)
     assert outcome.status == "sent" and "carrying on" in outcome.lines[0]
-    assert deliver.calls[0]["due"].window.end == at(2026, 1, 12, 7)
+    assert deliver.calls[0]["plan"].scheduled.end == at(2026, 1, 12, 7)
 
 
 def test_check_errors_stop_a_real_run_but_not_a_dry_run(site: Site) -> None:

@@ -12,10 +12,13 @@ from send_fixtures import *  # noqa: F403  (fixtures)
 from send_fixtures import AS_OF, SendSite, send_config
 
 from digest import subscribers
+from digest.editions import EditionLock
 from digest.errors import ProviderAuthError, SendError
 from digest.send.base import OutgoingMessage
-from digest.send.delivery import EditionLock, cancel, deliver, edition_status, send_test
 from digest.send.outbox import read_outbox
+from digest.send.status import cancel, edition_status
+from digest.weekly import send as deliver
+from digest.weekly import send_test
 
 WHEN = datetime.fromisoformat(AS_OF)
 

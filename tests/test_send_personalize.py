@@ -10,16 +10,17 @@ from fake_sendgrid import FakeSendGrid, validate_mail
 from send_fixtures import *  # noqa: F403  (fixtures)
 from send_fixtures import AS_OF, SendSite
 
+from digest import weekly
 from digest.errors import SendError
 from digest.links import LinkMaker, Signer
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL
-from digest.send import delivery
+from digest.send import delivery, dispatch
 from digest.send.personalize import PersonalizationPool, PersonalizationSpec, Personalizer
 
 SPEC = PersonalizationSpec(
     base_url="https://brief.example.com",
     secret="a-test-secret-that-is-long-enough",
-    mailto=", <mailto:leave@example.com?subject=unsubscribe>",
+    mailto="mailto:leave@example.com?subject=unsubscribe",  # as digest.send.headers.unsubscribe_mailto gives it
     shared_args=(("edition", "2026-W02"),),
 )
 MEMBERS = [(i, f"reader{i}@example.org", f"Reader, {i}" if i % 2 else "") for i in range(1, 40)]
@@ -80,7 +81,7 @@ def test_a_send_through_the_worker_reaches_everyone_once(
     fake_sendgrid: FakeSendGrid, send_site: SendSite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(delivery, "POOL_MIN_READERS", 1)
-    monkeypatch.setattr(delivery, "POOL_MIN_BATCH", 1)
+    monkeypatch.setattr(dispatch, "POOL_MIN_BATCH", 1)
     asked: list[int] = []
     submit = PersonalizationPool.submit
 
@@ -92,7 +93,7 @@ def test_a_send_through_the_worker_reaches_everyone_once(
     emails = send_site.add_many(120)
     from datetime import datetime
 
-    summary = delivery.deliver(
+    summary = weekly.send(
         send_site.config, send_site.store, as_of=datetime.fromisoformat(AS_OF), sender_name="sendgrid"
     )
     assert summary.sent == 120 and summary.ok

@@ -3,43 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from digest import pipeline
-from digest.check import Finding, check_edition, has_errors
-from digest.commands.preview import as_of_option, split_categories
-from digest.config import Config
-
-_MARKS = {"ok": "[green]✓[/]", "warning": "[yellow]![/]", "error": "[red]✗[/]"}
-
-
-def print_findings(
-    console: Console, findings: Sequence[Finding], *, title: str = "Deliverability check"
-) -> None:
-    """The checklist: a mark and the finding per check, and the fix under anything not ok."""
-    console.print(f"[bold]{title}[/]")
-    for f in findings:
-        console.print(f" {_MARKS[f.level]} [bold]{escape(f.code)}[/]: {escape(f.message)}", highlight=False)
-        if f.level != "ok" and f.fix:
-            console.print(f"     [dim]fix:[/] {escape(f.fix)}", highlight=False)
-    errors = sum(f.level == "error" for f in findings)
-    warnings = sum(f.level == "warning" for f in findings)
-    verdict = (
-        f"[red]{errors} error(s)[/]: a real send stops here."
-        if errors
-        else "[green]No errors[/]: the edition can be sent."
-    )
-    console.print(f"{verdict} {warnings} warning(s).")
+from digest.check import check_edition, has_errors
+from digest.commands.common import (
+    as_of_option,
+    categories_given,
+    categories_option,
+    current_config,
+    known_categories,
+    moment,
+    print_findings,
+)
+from digest.weekly import sample_headers
 
 
 @click.command("check")
-@click.option("--as-of", "as_of", metavar="DATE[THH:MM]", help="End of the edition window [default: now].")
-@click.option("--categories", metavar="A,B", help="The reader's categories [default: all].")
-@click.pass_obj
-def check_command(state: object, as_of: str | None, categories: str | None) -> None:
+@as_of_option("End of the edition window [default: now].")
+@categories_option("The reader's categories [default: all].")
+@click.option(
+    "--posts", "posts_dir", type=click.Path(file_okay=False), help="Posts folder [config: posts.folder]."
+)
+def check_command(
+    as_of: str | None, categories: str | None, category: Sequence[str], posts_dir: str | None
+) -> None:
     """Check the coming edition for what gets email clipped, junked or refused.
 
     Builds the edition (as `digest preview` would) and checks its size against Gmail's
@@ -48,19 +39,29 @@ def check_command(state: object, as_of: str | None, categories: str | None) -> N
     subject, and HTML/CSS that Gmail or Outlook drop (caniemail data). Prints a checklist with
     fixes; exits 1 when there are errors (the same errors stop `digest run` and `digest send`).
 
-    Example: digest check --as-of 2026-01-12 --categories US,Europe
+    \b
+    Example:
+      digest check
+      digest check --as-of 2026-01-12 --categories US,Europe
+      digest check --category Markets --category Climate --posts posts/
     """
-    config: Config = state.config  # type: ignore[attr-defined]
+    config = current_config()
     console = Console()
-    moment = as_of_option(config, as_of)
-    edition = pipeline.build_edition(config, as_of=moment, categories=split_categories(categories))
+    wanted = known_categories(config, categories_given(categories, category))
+    folder = Path(posts_dir) if posts_dir else None
+    if folder is not None and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is not a folder of posts.", param_hint="--posts")
+    loaded = pipeline.load(config, folder=folder)
+    edition = pipeline.build_edition(
+        config, as_of=moment(config, as_of), categories=list(wanted), posts=loaded
+    )
     rendered = pipeline.render(config, edition)  # EmptyEditionError says there is nothing to check
-    wanted = ", ".join(edition.categories) or "all categories"
+    names = ", ".join(edition.categories) or "all categories"
     console.print(
-        f"Edition [bold]{edition.id}[/] for {wanted}: {edition.post_count} post(s), "
+        f"Edition [bold]{edition.id}[/] for {names}: {edition.post_count} post(s), "
         f"sender [bold]{config.sender.backend}[/]"
     )
-    findings = check_edition(rendered, config)
+    findings = check_edition(rendered, config, headers=sample_headers(config))
     print_findings(console, findings)
     if has_errors(findings):
         raise click.exceptions.Exit(1)

@@ -6,9 +6,7 @@ A thin shell over ``digest.send.delivery``: parse options, show a progress bar a
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
@@ -16,51 +14,50 @@ from rich.progress import BarColumn, MofNCompleteColumn, TaskProgressColumn, Tex
 from rich.progress import Progress as Bar
 from rich.table import Table
 
-from digest import pipeline
+from digest.commands.common import (
+    as_of_option,
+    categories_given,
+    categories_option,
+    current_config,
+    known_categories,
+    moment,
+    print_findings,
+)
 from digest.config import Config
-from digest.errors import DigestError, EmptyEditionError
+from digest.errors import DigestError
 from digest.select import parse_as_of
+from digest.send.summary import SendSummary
+from digest.store import Store
 
 
 def _config(backend: str | None) -> Config:
-    config: Config = click.get_current_context().obj.config
+    config = current_config()
     if backend and backend != config.sender.backend:
         config = dataclasses.replace(config, sender=dataclasses.replace(config.sender, backend=backend))
     return config
 
 
-def _moment(config: Config, value: str | None) -> datetime:
-    return parse_as_of(value, config.tz) if value else datetime.now(config.tz)
+def _edition_id(store: Store, given: str | None) -> str:
+    """The edition named, else the latest one the database knows."""
+    if given:
+        return given
+    from digest.editions import latest_edition_id
 
-
-def _check(console: Console, config: Config, as_of: datetime) -> bool:
-    """The deliverability check on the all-categories email; False when it finds errors."""
-    from digest.check import check_edition, has_errors
-    from digest.commands.check import print_findings
-    from digest.send.delivery import resolve_window
-
-    eid, window = resolve_window(config, as_of)
-    edition = pipeline.build_edition(config, as_of=window[1], window=window, edition_id=eid)
-    try:
-        rendered = pipeline.render(config, edition)
-    except EmptyEditionError:
-        return True  # nothing for anyone: the delivery engine says so per reader
-    findings = check_edition(rendered, config)
-    problems = [f for f in findings if f.level != "ok"]
-    if problems:
-        print_findings(console, problems)
-    return not has_errors(findings)
+    found = latest_edition_id(store)
+    if found is None:
+        raise DigestError("No edition in the database yet; `digest send` or `digest run` creates one.")
+    return found
 
 
 @click.command("send")
-@click.option("--as-of", "as_of", metavar="DATE[THH:MM]", help="End of the edition's window [default: now].")
+@as_of_option()
 @click.option(
     "--dry-run", is_flag=True, help="Build every message, count recipients and batches, send nothing."
 )
 @click.option(
     "--test", "test_address", metavar="ADDRESS", help="Send one copy (subject marked [TEST]) here only."
 )
-@click.option("--categories", metavar="A,B", help="With --test: the category set to send [default: all].")
+@categories_option("With --test: the category set to send [default: all].")
 @click.option(
     "--sender",
     "sender_name",
@@ -77,6 +74,7 @@ def send_command(
     dry_run: bool,
     test_address: str | None,
     categories: str | None,
+    category: tuple[str, ...],
     sender_name: str | None,
     outbox: str | None,
     send_at: str | None,
@@ -89,41 +87,45 @@ def send_command(
     interrupted run left "in flight" are reported, not resent (the provider may have taken
     them); --resend-in-flight sends them again once you have checked.
 
-    Example: digest send --dry-run
-
-    Example: digest send --test me@example.com --categories US,Markets
-
-    Example: digest send --as-of 2026-01-12T07:00 --sender sendgrid --send-at 2026-01-12T09:00
+    \b
+    Example:
+      digest send --dry-run
+      digest send --test me@example.com --categories US,Markets
+      digest send --test me@example.com --category Europe --category Climate
+      digest send --as-of 2026-01-12T07:00 --sender sendgrid --send-at 2026-01-12T09:00
     """
+    from digest import weekly
     from digest.send import delivery
+    from digest.store import open_store
 
     config = _config(sender_name)
     console = Console()
-    moment = _moment(config, as_of)
-    if test_address:
-        from digest.subscribers import split_categories
-
-        cats = split_categories(config, categories) if categories else []
-        message_id = delivery.send_test(
-            config, address=test_address, categories=cats, as_of=moment, outbox=outbox
-        )
-        console.print(
-            f"Sent a test copy ({', '.join(cats) or 'all categories'}) to {test_address} "
-            f"through {config.sender.backend} (message id {message_id})."
-        )
-        return
-    if categories:
+    named = categories_given(categories, category)
+    if named and not test_address:
         raise click.UsageError(
             "--categories goes with --test; a real send uses each reader's own categories."
         )
+    if test_address:
+        from digest.subscribers import normalise_email
+
+        address = normalise_email(test_address)  # refuses what is not an address, saying why
+        keys = known_categories(config, named)
     when = parse_as_of(send_at, config.tz) if send_at else None
-    if not dry_run and not _check(console, config, moment):
-        raise DigestError("Not sent: the deliverability check found errors (see above).")
-
-    from digest.store import open_store
-
     store = open_store(config)
     try:
+        plan = weekly.plan_for_send(config, store, moment(config, as_of))
+        if test_address:
+            message_id = delivery.send_test(config, plan, address=address, categories=keys, outbox=outbox)
+            console.print(
+                f"Sent a test copy ({', '.join(named) or 'all categories'}) of edition {plan.id} to "
+                f"{address} through {config.sender.backend} (message id {message_id})."
+            )
+            return
+        problems = [f for f in plan.findings if f.level != "ok"]
+        if problems:
+            print_findings(console, problems)
+        if plan.blocked and not dry_run:
+            raise DigestError("Not sent: the deliverability check found errors (see above).")
         with Bar(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -152,7 +154,7 @@ def send_command(
             summary = delivery.deliver(
                 config,
                 store,
-                as_of=moment,
+                plan,
                 sender_name=config.sender.backend,
                 outbox=Path(outbox) if outbox else None,
                 dry_run=dry_run,
@@ -167,7 +169,7 @@ def send_command(
         raise click.exceptions.Exit(1)
 
 
-def print_summary(console: Console, summary: Any) -> None:
+def print_summary(console: Console, summary: SendSummary) -> None:
     title = f"Edition {summary.edition_id}" + (" (dry run: nothing sent)" if summary.dry_run else "")
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("Outcome")
@@ -181,7 +183,7 @@ def print_summary(console: Console, summary: Any) -> None:
         table.add_row(f"[red]failed: {reason}[/]", str(n))
     for batch in summary.in_flight:
         table.add_row(
-            f"[yellow]in flight (batch {batch.id}, {batch.category_set}), not resent[/]",
+            f"[yellow]in flight (batch {batch.id}, {_set_name(batch.category_set)}), not resent[/]",
             str(batch.recipients),
         )
     console.print(table)
@@ -206,21 +208,30 @@ def print_summary(console: Console, summary: Any) -> None:
         console.print(f"Note: {note}.")
 
 
-@click.command("status")
-@click.argument("edition_id", metavar="EDITION")
-def status_command(edition_id: str) -> None:
-    """Show what was sent for an edition: readers by state, reasons, batches, anything in flight.
+def _set_name(label: str) -> str:
+    """A stored category set as people read it (the empty set is every category)."""
+    return label or "all categories"
 
-    Example: digest status 2026-W02
+
+@click.command("status")
+@click.argument("edition_id", metavar="[EDITION]", required=False)
+def status_command(edition_id: str | None) -> None:
+    """Show what was sent for an edition (default: the latest): readers by state, reasons,
+    batches, anything in flight.
+
+    \b
+    Example:
+      digest status
+      digest status 2026-W02
     """
-    from digest.send.delivery import edition_status
+    from digest.send.status import edition_status
     from digest.store import open_store
 
     config = _config(None)
     console = Console()
     store = open_store(config)
     try:
-        st = edition_status(store, edition_id)
+        st = edition_status(store, _edition_id(store, edition_id))
     finally:
         store.dispose()
     tz = config.tz
@@ -250,29 +261,34 @@ def status_command(edition_id: str) -> None:
         sets.add_column("Category set")
         sets.add_column("Sent", justify="right")
         for name, n in sorted(st.category_sets.items(), key=lambda kv: -kv[1]):
-            sets.add_row(name, str(n))
+            sets.add_row(_set_name(name), str(n))
         console.print(sets)
     console.print("Batches: " + (", ".join(f"{k} {v}" for k, v in sorted(st.batches.items())) or "none"))
     for batch in st.in_flight:
         console.print(
-            f"[yellow]Batch {batch.id} ({batch.category_set}, {batch.recipients} readers) is in flight since "
+            f"[yellow]Batch {batch.id} ({_set_name(batch.category_set)}, {batch.recipients} readers) is in flight since "
             f"{batch.since:%Y-%m-%d %H:%M} UTC[/]: `digest send --resend-in-flight` resends it if it did not go out."
         )
 
 
 @click.command("cancel")
-@click.argument("edition_id", metavar="EDITION")
-def cancel_command(edition_id: str) -> None:
-    """Cancel an edition scheduled with --send-at, while SendGrid still allows (until ~10 min before).
+@click.argument("edition_id", metavar="[EDITION]", required=False)
+def cancel_command(edition_id: str | None) -> None:
+    """Cancel an edition scheduled with --send-at (default: the latest), while SendGrid still
+    allows (until about 10 minutes before its time).
 
-    Example: digest cancel 2026-W02
+    \b
+    Example:
+      digest cancel
+      digest cancel 2026-W02
     """
-    from digest.send.delivery import cancel
+    from digest.send.status import cancel
     from digest.store import open_store
 
     config = _config(None)
     store = open_store(config)
     try:
+        edition_id = _edition_id(store, edition_id)
         st = cancel(config, store, edition_id)
     finally:
         store.dispose()

@@ -90,7 +90,7 @@ def send_test(
 
 def _delivery_send_test() -> Callable[..., str] | None:
     try:
-        from digest.send.delivery import send_test as delivered
+        from digest.weekly import send_test as delivered
     except ImportError:  # pragma: no cover - delivery ships with digest
         return None
     return delivered

@@ -16,13 +16,11 @@ million-recipient send builds a million of them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -48,7 +46,6 @@ RESERVED_HEADERS = frozenset(
         "dkim-signature",
     )
 )
-ONE_CLICK = "List-Unsubscribe=One-Click"
 BACKENDS = ("outbox", "sendgrid", "smtp")
 
 
@@ -150,6 +147,42 @@ class Sender(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class BulkSender(Sender, Protocol):
+    """What a bulk provider (SendGrid) adds to ``Sender``; the delivery engine asks
+    ``isinstance(sender, BulkSender)`` once and then uses these, never probing for single methods.
+
+    - prepared bodies: a request built from the email's pre-encoded prefix and one JSON fragment
+      per reader (``digest.send.personalize``), posted from another thread;
+    - suppressions: the provider's bounce, spam-report and unsubscribe lists, honoured before a send;
+    - scheduling and cancel: a send held at the provider until ``send_at``, cancellable by batch id.
+    """
+
+    requests: int  # requests made so far (the summary reports them)
+
+    def prepared_prefix(self, batch: BatchMessage) -> str:
+        """The request body up to the personalizations (once per email)."""
+        ...
+
+    def prepared_body(self, prefix: str, personalizations: str, count: int) -> str:
+        """A whole request body; raises SendError if it breaks the provider's limits."""
+        ...
+
+    def post_prepared(self, data: str) -> str:
+        """Post a prepared body; the provider's message id. Raises as ``send_batch`` does."""
+        ...
+
+    def suppressions(self) -> dict[str, str]:
+        """Suppressed addresses (casefolded) -> the list they are on."""
+        ...
+
+    def new_batch_id(self) -> str:
+        """A provider batch id for a scheduled send (so it can be cancelled)."""
+        ...
+
+    def cancel_scheduled(self, batch_id: str) -> None: ...
+
+
 def retry_base_seconds(config: Config) -> float:
     """The first backoff delay: ``sender.retry_base_seconds`` (tests set it tiny in their config)."""
     return float(config.sender.retry_base_seconds)
@@ -193,26 +226,3 @@ def build_mime(
     msg.set_content(message.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
-
-
-def make_sender(
-    config: Config, name: str | None = None, *, outbox: str | os.PathLike[str] | None = None
-) -> Sender:
-    """The backend named (or config.sender.backend). ``outbox`` overrides the outbox folder."""
-    from digest.errors import ConfigError
-
-    backend = name or config.sender.backend
-    if backend == "outbox":
-        from digest.send.outbox import OutboxSender
-
-        folder = config.path(Path(outbox)) if outbox is not None else config.path(config.sender.outbox)
-        return OutboxSender(config, folder)
-    if backend == "smtp":
-        from digest.send.smtp import SMTPSender
-
-        return SMTPSender(config)
-    if backend == "sendgrid":
-        from digest.send.sendgrid import SendGridSender
-
-        return SendGridSender.from_config(config)
-    raise ConfigError(f"Unknown sender {backend!r}; use one of: {', '.join(BACKENDS)}.")

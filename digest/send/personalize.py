@@ -1,4 +1,11 @@
-"""Each reader's part of a SendGrid request, built a batch at a time, on a second core if it pays.
+"""Everything per reader: their links, their headers, and their part of a SendGrid request.
+
+``PersonalLinks`` is the one home for what differs between two readers of the same email: the
+signed preference and one-click unsubscribe links (substituted for the placeholders in
+``digest.model``), the List-Unsubscribe headers (``digest.send.headers``) and the reader's id.
+SMTP, the outbox and a test send take it as a ``Recipient``; SendGrid takes it as a JSON
+fragment per reader (``Personalizer``, same values), built a batch at a time, on a second core
+if it pays.
 
 A reader's personalization is two signed links (two HMACs), their List-Unsubscribe header and
 their id, written as a JSON fragment: a few microseconds each, and nothing else in a send grows
@@ -23,9 +30,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
 
+from digest.config import Config
 from digest.errors import SendError
-from digest.links import LinkMaker, Signer
-from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL
+from digest.links import LinkMaker, Signer, load_secret
+from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Subscriber
+from digest.send.base import Recipient
+from digest.send.headers import unsubscribe_headers, unsubscribe_mailto
 
 # (subscriber id, email, name)
 Member = tuple[int, str, str]
@@ -37,11 +47,38 @@ class PersonalizationSpec:
 
     base_url: str
     secret: str
-    mailto: str  # ", <mailto:...?subject=unsubscribe>" or ""
+    mailto: str  # "mailto:...?subject=unsubscribe" or "" (digest.send.headers.unsubscribe_mailto)
     shared_args: tuple[tuple[str, str], ...]
 
     def __repr__(self) -> str:  # never show the secret
         return f"PersonalizationSpec(base_url={self.base_url!r})"
+
+
+class PersonalLinks:
+    """Per-recipient links and headers: one payload encode and two HMACs per reader."""
+
+    def __init__(self, config: Config, *, secret: str | None = None) -> None:
+        self.base_url = config.web.base_url
+        self.secret = secret if secret is not None else load_secret(config)
+        self.personal_urls = LinkMaker(self.base_url, Signer(self.secret)).personal_urls
+        self.mailto = unsubscribe_mailto(config)
+
+    def recipient(self, sub: Subscriber) -> Recipient:
+        return self.member(sub.id, sub.email, sub.name)
+
+    def member(self, sid: int, email: str, name: str) -> Recipient:
+        preferences, unsubscribe = self.personal_urls(email)
+        return Recipient(
+            email=email,
+            substitutions={PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe},
+            headers=unsubscribe_headers(unsubscribe, self.mailto),
+            custom_args={"subscriber_id": str(sid)},
+            name=name,
+        )
+
+    def spec(self, shared_args: dict[str, str]) -> PersonalizationSpec:
+        """What builds SendGrid personalizations (in this process or the worker)."""
+        return PersonalizationSpec(self.base_url, self.secret, self.mailto, tuple(shared_args.items()))
 
 
 class Personalizer:

@@ -47,6 +47,7 @@ from digest.send.base import (
     OutgoingMessage,
     retry_base_seconds,
 )
+from digest.send.headers import ONE_CLICK, list_unsubscribe
 from digest.send.keepalive import ConnectionPool, KeepAliveClient
 
 if TYPE_CHECKING:
@@ -396,6 +397,9 @@ class SendGridSender:
         self._pool.close()
 
 
+_LINK = "__DIGEST_LINK__"  # where the reader's link goes in the pre-encoded header
+
+
 class PersonalizationWriter:
     """One recipient's personalization as a JSON fragment, from keys encoded once per send.
 
@@ -409,7 +413,9 @@ class PersonalizationWriter:
     ) -> None:
         self._pref_key = json.dumps(preferences_token)
         self._unsub_key = json.dumps(unsubscribe_token)
-        self._mailto = json.dumps(mailto)[1:-1]
+        # The header as digest.send.headers builds it, JSON-encoded once around the reader's link.
+        before, _, after = json.dumps(list_unsubscribe(_LINK, mailto))[1:-1].partition(_LINK)
+        self._header_before, self._header_after = before, after
         args = json.dumps(dict(shared_args), separators=(",", ":"))[1:-1]
         self._args = args + "," if args else ""
 
@@ -422,8 +428,8 @@ class PersonalizationWriter:
             to += f',"name":{json.dumps(_clean_name(name))}'
         return (
             f'{{"to":[{{"email":{to}}}],"substitutions":{{{self._pref_key}:"{preferences_url}",'
-            f'{self._unsub_key}:"{unsubscribe_url}"}},"headers":{{"List-Unsubscribe":"<{unsubscribe_url}>'
-            f'{self._mailto}","List-Unsubscribe-Post":"List-Unsubscribe=One-Click"}},'
+            f'{self._unsub_key}:"{unsubscribe_url}"}},"headers":{{"List-Unsubscribe":"{self._header_before}'
+            f'{unsubscribe_url}{self._header_after}","List-Unsubscribe-Post":"{ONE_CLICK}"}},'
             f'"custom_args":{{{self._args}"subscriber_id":"{subscriber_id}"}}}}'
         )
 
