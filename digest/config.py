@@ -79,6 +79,9 @@ class EditionConfig:
     # A folder of your own templates; empty means the ones that ship with digest (templates/).
     templates: str = ""
     clip_warning_bytes: int = 102_000
+    # Per-reader fields to fill in each email, as {{ reader.<field> }} in the templates
+    # (digest.send.personalize.READER_FIELDS), e.g. ["greeting"]; none by default.
+    reader_fields: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,9 @@ class Subscriber:
 PREFERENCES_URL = "__DIGEST_PREFERENCES_URL__"
 UNSUBSCRIBE_URL = "__DIGEST_UNSUBSCRIBE_URL__"
 PLACEHOLDERS = (PREFERENCES_URL, UNSUBSCRIBE_URL)
+
+
+def reader_token(field: str) -> str:
+    """The placeholder of a per-reader field (``edition.reader_fields``; the values come from
+    ``digest.send.personalize.READER_FIELDS``): what templates print as ``{{ reader.<field> }}``."""
+    return f"__DIGEST_READER_{field.upper()}__"

@@ -283,13 +283,6 @@ def load_posts(
     return LoadResult(posts=tuple(posts), skipped=tuple(skipped))
 
 
-def read_post(path: Path, rel: str, *, tz: ZoneInfo, excerpt_separator: str = DEFAULT_SEPARATOR) -> Post:
-    """Read one post file; raises PostError with the reason it cannot be used."""
-    raw = _read_bytes(path, rel)
-    post, _notices = parse_post(raw, rel, tz=tz, excerpt_separator=excerpt_separator)
-    return post
-
-
 def parse_post(
     raw: bytes,
     rel: str,

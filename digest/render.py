@@ -27,7 +27,16 @@ from markupsafe import Markup, escape
 
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import EmptyEditionError, RenderError
-from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, Item, RenderedEdition, Section, Skip
+from digest.model import (
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    Edition,
+    Item,
+    RenderedEdition,
+    Section,
+    Skip,
+    reader_token,
+)
 
 MJML_TEMPLATE = "edition.mjml.j2"
 TEXT_TEMPLATE = "edition.txt.j2"
@@ -133,6 +142,7 @@ class Renderer:
             "site": config.site,
             "preferences_url": PREFERENCES_URL,
             "unsubscribe_url": UNSUBSCRIBE_URL,
+            "reader": {field: reader_token(field) for field in config.edition.reader_fields},
         }
 
     def render(self, edition: Edition) -> RenderedEdition:

@@ -17,10 +17,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from digest.browser import launch_chromium
 from digest.config import Config, config_from_dict
 from digest.model import Edition, Item, Section
 from digest.render import Renderer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from browser import launch_chromium
 
 WIDTHS = (375, 600)
 SCHEMES = ("light", "dark")

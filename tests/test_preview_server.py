@@ -23,7 +23,8 @@ with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what t
     warnings.filterwarnings("ignore", message=".*httpx2", category=UserWarning)
     from starlette.testclient import TestClient
 
-from digest.browser import CHROMIUM, chromium_path, launch_chromium
+from browser import CHROMIUM, chromium_path, launch_chromium
+
 from digest.preview.app import PreviewSettings, create_app
 from digest.preview.build import frame_html
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-from digest.browser import CHROMIUM, chromium_path
+from browser import CHROMIUM, chromium_path
 
 pytestmark = pytest.mark.browser
 

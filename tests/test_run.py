@@ -288,3 +288,119 @@ def test_run_command_with_nothing_new(site: Site) -> None:
     assert (
         "No new posts since 2026-01-05 07:00 GMT; no edition this time (2026-W03 not sent)." in result.output
     )
+
+
+# --- CLI footguns (issue 15) ----------------------------------------------------------------
+
+
+def main_output(site: Site, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """Run `digest ...` as the entry point does (DigestError -> message, exit 1)."""
+    from digest.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--config", str(site.root / "config.toml"), *args])
+    captured = capsys.readouterr()
+    return int(stopped.value.code or 0), captured.out + captured.err
+
+
+def test_send_test_refuses_what_is_not_an_address(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.post("one", "2026-01-08 09:00")
+    code, out = main_output(site, capsys, "send", "--test", "not-an-email", "--as-of", "2026-01-12T07:00")
+    assert code == 1 and "not-an-email" in out
+    assert not (site.root / "build" / "outbox").exists()
+
+
+def test_an_unknown_category_is_named_with_the_known_ones(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.post("one", "2026-01-08 09:00")
+    for args in (
+        ("check", "--as-of", "2026-01-12T07:00", "--categories", "News,Sprots"),
+        ("send", "--test", "me@example.org", "--as-of", "2026-01-12T07:00", "--category", "Sprots"),
+    ):
+        code, out = main_output(site, capsys, *args)
+        assert code == 1
+        assert "unknown category 'Sprots'" in out and "News, Tech" in out, out
+        assert "published" not in out
+
+
+def test_categories_take_commas_or_repeated_options(site: Site) -> None:
+    site.post("one", "2026-01-08 09:00", category="News")
+    site.post("two", "2026-01-08 10:00", category="Tech")
+    commas = invoke(site, "check", "--as-of", "2026-01-12T07:00", "--categories", "news,TECH")
+    repeated = invoke(
+        site, "check", "--as-of", "2026-01-12T07:00", "--category", "News", "--category", "Tech"
+    )
+    assert commas.exit_code == 0 and repeated.exit_code == 0
+    assert "for News, Tech: 2 post(s)" in commas.output and "for News, Tech: 2 post(s)" in repeated.output
+
+
+def test_check_reads_another_posts_folder(site: Site, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "x.md").write_text(
+        '---\ntitle: "Elsewhere"\ncategories: [News]\ndate: 2026-01-08 09:00\n---\n\nA lead paragraph here.\n',
+        encoding="utf-8",
+    )
+    result = invoke(site, "check", "--as-of", "2026-01-12T07:00", "--posts", str(other))
+    assert result.exit_code == 0, result.output
+    assert ": 1 post(s)" in result.output
+
+
+def test_status_and_cancel_default_to_the_latest_edition(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = main_output(site, capsys, "status")
+    assert code == 1 and "No edition in the database yet" in out
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), FakeDelivery())
+    site.post("two", "2026-01-14 09:00")
+    run(site, at(2026, 1, 19, 7), FakeDelivery())
+    code, out = main_output(site, capsys, "status")
+    assert code == 0 and "Edition 2026-W04" in out
+    code, out = main_output(site, capsys, "cancel")
+    assert code == 1 and "2026-W04 was not scheduled with --send-at" in out
+
+
+def test_schedule_does_not_call_an_empty_edition_due(site: Site) -> None:
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), FakeDelivery())
+    nothing = run(site, at(2026, 1, 19, 7, 5), FakeDelivery())
+    assert nothing.status == "nothing-new"
+    result = invoke(site, "schedule", "--count", "1", "--as-of", "2026-01-19T08:00")
+    assert result.exit_code == 0, result.output
+    assert "due now" not in result.output
+    assert "Latest scheduled edition 2026-W04 has nothing new to send yet" in result.output
+    site.post("two", "2026-01-15 09:00")
+    later = invoke(site, "schedule", "--count", "1", "--as-of", "2026-01-19T08:00")
+    assert "2026-W04 is due now" in later.output
+
+
+def test_a_backdated_draft_is_not_said_to_be_included(site: Site) -> None:
+    deliver = FakeDelivery()
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), deliver)
+    (site.root / "posts" / "draft.md").write_text(
+        '---\ntitle: "Draft"\ncategories: [News]\ndate: 2026-01-09 12:00\npublished: false\n---\n\nNot yet.\n',
+        encoding="utf-8",
+    )
+    site.post("new", "2026-01-14 09:00")
+    outcome = run(site, at(2026, 1, 19, 7), deliver)
+    assert deliver.posts() == ["new.md"]
+    assert not any("draft.md" in line for line in outcome.lines)
+
+
+def test_the_check_and_the_send_read_one_plan(site: Site) -> None:
+    """A back-dated post widens the run's window: the plan the check saw is what is sent."""
+    deliver = FakeDelivery()
+    site.post("one", "2026-01-08 09:00")
+    run(site, at(2026, 1, 12, 7), deliver)
+    site.post("late", "2026-01-09 12:00")
+    site.post("new", "2026-01-14 09:00")
+    outcome = run(site, at(2026, 1, 19, 7), deliver)
+    plan = deliver.calls[-1]["plan"]
+    assert outcome.plan is plan
+    assert plan.window.start == at(2026, 1, 9, 12) and plan.scheduled.start == at(2026, 1, 12, 7)
+    carried = {p["path"] for s in plan.manifest["sections"] for p in s["posts"]}
+    assert carried == {item.post_path for item in plan.edition.items} == {"late.md", "new.md"}
+    assert {item.post_path for item in plan.edition_for(["News"]).items} == carried

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
+from browser import chromium_path, launch_chromium
 
 from digest import subscribers as subs
-from digest.browser import chromium_path, launch_chromium
 from digest.config import Config, load_config
 from digest.links import LinkMaker, Signer
 from digest.send.outbox import read_outbox

@@ -6,7 +6,7 @@ editor previews and tests exactly what readers will get.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -27,11 +27,9 @@ def subscriber_categories(config: Config, email: str, store: Any = None) -> tupl
     An empty tuple of categories means the reader takes every category. Raises a DigestError
     with a message for the page when the address is unknown.
     """
-    try:
-        from digest import subscribers
-        from digest.store import open_store
-    except ImportError as exc:  # pragma: no cover - the store ships with digest
-        raise LookupError_(f"Subscriber lookup is not available ({exc}); pick categories instead.") from None
+    from digest import subscribers
+    from digest.store import open_store
+
     own = store is None
     store = store if store is not None else open_store(config)
     try:
@@ -63,7 +61,7 @@ def send_test(
 ) -> str:
     """Send the edition shown to one address through the configured sender; return a receipt.
 
-    Goes through ``digest.send.delivery.send_test`` (the path of `digest send --test`) when the
+    Goes through ``digest.weekly.send_test`` (the path of `digest send --test`) when the
     page shows the config's own posts folder; with a --posts override that function would read
     other posts, so the message is built here from the rendered edition the page shows, with the
     same personal links, List-Unsubscribe headers and "[TEST]" subject.
@@ -75,9 +73,10 @@ def send_test(
 
     sender = make_sender(config, sender_name)
     try:
-        delivery = _delivery_send_test() if same_posts and as_of is not None else None
-        if delivery is not None:
-            message_id = delivery(
+        if same_posts and as_of is not None:
+            from digest.weekly import send_test
+
+            message_id = send_test(
                 config, address=address, categories=list(categories), as_of=as_of, sender=sender
             )
         else:
@@ -86,14 +85,6 @@ def send_test(
         sender.close()
     where = f" (outbox {config.path(config.sender.outbox)})" if sender.name == "outbox" else ""
     return f"Sent a test to {address} via {sender.name}{where}; message id {message_id}."
-
-
-def _delivery_send_test() -> Callable[..., str] | None:
-    try:
-        from digest.weekly import send_test as delivered
-    except ImportError:  # pragma: no cover - delivery ships with digest
-        return None
-    return delivered
 
 
 def _message(config: Config, rendered: RenderedEdition, address: str, categories: Sequence[str]) -> Any:

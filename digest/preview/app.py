@@ -109,7 +109,6 @@ class PreviewServer:
     version: int = 0
     boot: str = field(default_factory=lambda: secrets.token_hex(4))
     last_change: str = ""
-    last_change_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.config = self.settings.config
@@ -135,7 +134,7 @@ class PreviewServer:
         with self._lock:
             self.version += 1
             self._cache.clear()
-        self.last_change, self.last_change_at = reason, time.time()
+        self.last_change = reason
         log.info("preview: %s; version %s", reason, self.version)
         for queue in list(self._queues):
             queue.put_nowait(self.token)

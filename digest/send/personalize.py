@@ -20,25 +20,55 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import pickle
 import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
 
 from digest.config import Config
-from digest.errors import SendError
+from digest.errors import ConfigError, SendError
 from digest.links import LinkMaker, Signer, load_secret
-from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Subscriber
+from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Subscriber, reader_token
 from digest.send.base import Recipient
 from digest.send.headers import unsubscribe_headers, unsubscribe_mailto
 
 # (subscriber id, email, name)
 Member = tuple[int, str, str]
+
+# Per-reader fields a template can show as {{ reader.<field> }}: each one's value from the
+# reader's (name, email). ``edition.reader_fields`` switches them on; every send path (SMTP and
+# the outbox through Recipient substitutions, SendGrid through its fragments) fills them here.
+READER_FIELDS: dict[str, Callable[[str, str], str]] = {}
+
+
+def reader_fields(config: Config) -> tuple[str, ...]:
+    """The fields ``edition.reader_fields`` switches on; an unknown one is a config error."""
+    for field in config.edition.reader_fields:
+        if field not in READER_FIELDS:
+            known = ", ".join(sorted(READER_FIELDS)) or "none yet"
+            raise ConfigError(
+                f"edition.reader_fields names {field!r}, which is not a per-reader field "
+                f"(known: {known}); see digest/send/personalize.py."
+            )
+    return tuple(config.edition.reader_fields)
+
+
+def field_values(fields: Sequence[str], name: str, email: str) -> dict[str, str]:
+    """One reader's value of each field, keyed by its placeholder."""
+    return {reader_token(f): READER_FIELDS[f](name, email) for f in fields}
+
+
+def safe_text(text: str) -> str:
+    """A reader-given text (their name) reduced to what is safe as it is in HTML, text and JSON:
+    letters, digits, spaces and ' - . (a placeholder's value is not escaped per part)."""
+    kept = "".join(ch for ch in text if ch.isalnum() or ch in " '-.")
+    return " ".join(kept.split())[:60]
 
 
 @dataclass(frozen=True)
@@ -49,6 +79,7 @@ class PersonalizationSpec:
     secret: str
     mailto: str  # "mailto:...?subject=unsubscribe" or "" (digest.send.headers.unsubscribe_mailto)
     shared_args: tuple[tuple[str, str], ...]
+    fields: tuple[str, ...] = ()  # reader fields switched on (READER_FIELDS)
 
     def __repr__(self) -> str:  # never show the secret
         return f"PersonalizationSpec(base_url={self.base_url!r})"
@@ -62,15 +93,19 @@ class PersonalLinks:
         self.secret = secret if secret is not None else load_secret(config)
         self.personal_urls = LinkMaker(self.base_url, Signer(self.secret)).personal_urls
         self.mailto = unsubscribe_mailto(config)
+        self.fields = reader_fields(config)
 
     def recipient(self, sub: Subscriber) -> Recipient:
         return self.member(sub.id, sub.email, sub.name)
 
     def member(self, sid: int, email: str, name: str) -> Recipient:
         preferences, unsubscribe = self.personal_urls(email)
+        substitutions = {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe}
+        if self.fields:
+            substitutions.update(field_values(self.fields, name, email))
         return Recipient(
             email=email,
-            substitutions={PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe},
+            substitutions=substitutions,
             headers=unsubscribe_headers(unsubscribe, self.mailto),
             custom_args={"subscriber_id": str(sid)},
             name=name,
@@ -78,7 +113,9 @@ class PersonalLinks:
 
     def spec(self, shared_args: dict[str, str]) -> PersonalizationSpec:
         """What builds SendGrid personalizations (in this process or the worker)."""
-        return PersonalizationSpec(self.base_url, self.secret, self.mailto, tuple(shared_args.items()))
+        return PersonalizationSpec(
+            self.base_url, self.secret, self.mailto, tuple(shared_args.items()), self.fields
+        )
 
 
 class Personalizer:
@@ -94,6 +131,7 @@ class Personalizer:
             mailto=spec.mailto,
             shared_args=dict(spec.shared_args),
         )
+        self.fields = spec.fields
 
     def build(self, members: Sequence[Member]) -> str:
         """The batch's personalizations, comma-joined; raises SendError on an address twice."""
@@ -102,12 +140,25 @@ class Personalizer:
             raise SendError("An address appears twice in one batch; SendGrid refuses duplicates.")
         fragment = self.writer.fragment
         urls = self.links.personal_urls_many(emails)
+        if self.fields:
+            fields = self.fields
+            return ",".join(
+                [
+                    fragment(email, name, pref, unsub, sid, _encoded(field_values(fields, name, email)))
+                    for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
+                ]
+            )
         return ",".join(
             [
                 fragment(email, name, pref, unsub, sid)
                 for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
             ]
         )
+
+
+def _encoded(values: dict[str, str]) -> str:
+    """Substitutions as JSON members, each with a leading comma (PersonalizationWriter's ``extra``)."""
+    return "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in values.items())
 
 
 class PersonalizationPool:

@@ -420,15 +420,24 @@ class PersonalizationWriter:
         self._args = args + "," if args else ""
 
     def fragment(
-        self, email: str, name: str, preferences_url: str, unsubscribe_url: str, subscriber_id: int
+        self,
+        email: str,
+        name: str,
+        preferences_url: str,
+        unsubscribe_url: str,
+        subscriber_id: int,
+        extra: str = "",
     ) -> str:
-        """The personal URLs are https URLs with base64url tokens: nothing in them needs escaping."""
+        """The personal URLs are https URLs with base64url tokens: nothing in them needs escaping.
+
+        ``extra``: more substitutions, JSON-encoded, each with a leading comma (reader fields).
+        """
         to = json.dumps(email) if ('"' in email or "\\" in email) else f'"{email}"'
         if name:
             to += f',"name":{json.dumps(_clean_name(name))}'
         return (
             f'{{"to":[{{"email":{to}}}],"substitutions":{{{self._pref_key}:"{preferences_url}",'
-            f'{self._unsub_key}:"{unsubscribe_url}"}},"headers":{{"List-Unsubscribe":"{self._header_before}'
+            f'{self._unsub_key}:"{unsubscribe_url}"{extra}}},"headers":{{"List-Unsubscribe":"{self._header_before}'
             f'{unsubscribe_url}{self._header_after}","List-Unsubscribe-Post":"{ONE_CLICK}"}},'
             f'"custom_args":{{{self._args}"subscriber_id":"{subscriber_id}"}}}}'
         )

@@ -1,4 +1,4 @@
-"""Debian's headless Chromium as the screenshot script and the browser tests start it.
+"""Debian's headless Chromium as the screenshot script and the browser tests start it (a test helper).
 
 One place for the path and the flags: this machine's network is closed, and without the
 background-networking flags Chromium keeps opening connections that are refused.
