@@ -397,3 +397,55 @@ def test_a_reader_erased_before_their_batch_is_written_is_left_out(
     assert again.sent == 0 and again.already_sent == 29
     assert edition_status(send_site.store, "2026-W02").deliveries == {"sent": 29}
     assert all(pending is None for _, _, pending in _batch_rows(send_site))
+
+
+# -- a per-reader field: the greeting (edition.reader_fields, off by default) ----------------
+
+
+def test_the_greeting_is_off_by_default(send_site: SendSite) -> None:
+    subscribers.subscribe(
+        send_site.store, send_site.config, "ann@example.org", "US", name="Ann", confirmed=True
+    )
+    _outbox(send_site)
+    (msg,) = read_outbox(send_site.root / "out")
+    assert "Hello" not in msg.get_body(("plain",)).get_content()
+    assert "__DIGEST_READER" not in msg.get_body(("html",)).get_content()
+
+
+def test_the_greeting_names_each_reader_safely(tmp_path, fast_retries) -> None:  # type: ignore[no-untyped-def]
+    site = SendSite(tmp_path, edition={"reader_fields": ["greeting"]})
+    subscribers.subscribe(
+        site.store, site.config, "ann@example.org", "US", name="Ann <b>O'Neil</b>", confirmed=True
+    )
+    subscribers.subscribe(site.store, site.config, "anon@example.org", "US", confirmed=True)
+    deliver(site.config, site.store, as_of=WHEN, sender_name="outbox", outbox=tmp_path / "out")
+    by_to = {m["To"].addresses[0].addr_spec: m for m in read_outbox(tmp_path / "out")}
+    ann, anon = by_to["ann@example.org"], by_to["anon@example.org"]
+    assert "Hello Ann bO'Neilb," in ann.get_body(("plain",)).get_content()
+    html = ann.get_body(("html",)).get_content()
+    assert "<p>Hello Ann bO'Neilb,</p>" in html and "<b>" not in html
+    assert "Hello," in anon.get_body(("plain",)).get_content()
+    site.store.dispose()
+
+
+def test_the_greeting_travels_as_a_sendgrid_substitution(tmp_path, fake_sendgrid: FakeSendGrid) -> None:  # type: ignore[no-untyped-def]
+    site = SendSite(tmp_path, edition={"reader_fields": ["greeting"]}, sender={"backend": "sendgrid"})
+    subscribers.subscribe(site.store, site.config, "ann@example.org", "US", name="Ann", confirmed=True)
+    summary = deliver(site.config, site.store, as_of=WHEN, sender_name="sendgrid")
+    assert summary.sent == 1
+    (accepted,) = fake_sendgrid.accepted
+    assert validate_mail(accepted.body) == []
+    (p,) = accepted.body["personalizations"]
+    assert p["substitutions"]["__DIGEST_READER_GREETING__"] == "Hello Ann,"
+    assert "__DIGEST_READER_GREETING__" in accepted.body["content"][0]["value"]
+    site.store.dispose()
+
+
+def test_an_unknown_reader_field_is_a_config_error(tmp_path, fast_retries) -> None:  # type: ignore[no-untyped-def]
+    from digest.errors import ConfigError
+
+    site = SendSite(tmp_path, edition={"reader_fields": ["shoe_size"]})
+    site.add("a@example.org", "US")
+    with pytest.raises(ConfigError, match="'shoe_size', which is not a per-reader field"):
+        deliver(site.config, site.store, as_of=WHEN, sender_name="outbox", outbox=tmp_path / "out")
+    site.store.dispose()

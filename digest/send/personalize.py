@@ -44,7 +44,9 @@ Member = tuple[int, str, str]
 # Per-reader fields a template can show as {{ reader.<field> }}: each one's value from the
 # reader's (name, email). ``edition.reader_fields`` switches them on; every send path (SMTP and
 # the outbox through Recipient substitutions, SendGrid through its fragments) fills them here.
-READER_FIELDS: dict[str, Callable[[str, str], str]] = {}
+READER_FIELDS: dict[str, Callable[[str, str], str]] = {
+    "greeting": lambda name, _email: f"Hello {safe_text(name)}," if safe_text(name) else "Hello,",
+}
 
 
 def reader_fields(config: Config) -> tuple[str, ...]:
