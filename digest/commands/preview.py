@@ -12,33 +12,32 @@ from rich.console import Console
 from rich.table import Table
 
 from digest import pipeline
+from digest.commands.common import as_of_option as as_of_decorator
+from digest.commands.common import categories_given, moment
 from digest.config import Config
 from digest.errors import EmptyEditionError
 from digest.manifest_diff import diff_manifests, load_manifest, render_diff
 from digest.model import Edition, RenderedEdition
 from digest.preview.build import edition_manifest, write_outputs
-from digest.select import parse_as_of
 
 DEFAULT_PORT = 8025
 
 
 def split_categories(value: str | None) -> list[str]:
-    """`--categories US,Europe` (commas; spaces around names ignored)."""
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
+    """`--categories US,Europe` (commas; spaces around names ignored): commands.common's rule."""
+    return categories_given(value, ())
 
 
 def as_of_option(config: Config, value: str | None) -> datetime:
-    """--as-of: a date (the start of that day) or a date-time, in the site's time zone; default now."""
-    if value:
-        return parse_as_of(value, config.tz)
-    return datetime.now(config.tz)
+    """--as-of in the site's time zone, default now: commands.common.moment."""
+    return moment(config, value)
 
 
 @click.command("preview")
 @click.option(
     "--posts", "posts_dir", type=click.Path(file_okay=False), help="Posts folder [config: posts.folder]."
 )
-@click.option("--as-of", "as_of", metavar="DATE[THH:MM]", help="End of the edition window [default: now].")
+@as_of_decorator("End of the edition window [default: now].")
 @click.option("--categories", metavar="A,B", help="The reader's categories [default: all].")
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder [config: edition.output]."

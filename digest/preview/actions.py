@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digest.config import Config
 from digest.errors import DigestError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedEdition
+
+if TYPE_CHECKING:
+    from digest.store import Store
 
 TEST_PREFIX = "[TEST] "
 
@@ -21,7 +24,9 @@ class LookupError_(DigestError):
     """The subscriber picker could not find the address (or there is no store to ask)."""
 
 
-def subscriber_categories(config: Config, email: str, store: Any = None) -> tuple[str, tuple[str, ...]]:
+def subscriber_categories(
+    config: Config, email: str, store: Store | None = None
+) -> tuple[str, tuple[str, ...]]:
     """(normalised address, category display names) of a subscriber, from the store.
 
     An empty tuple of categories means the reader takes every category. Raises a DigestError

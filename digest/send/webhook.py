@@ -19,12 +19,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+if TYPE_CHECKING:
+    from digest.store import Store
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -105,7 +108,7 @@ def _event_id(event: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()
 
 
-def record_events(store: Any, events: list[dict[str, Any]]) -> WebhookSummary:
+def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
     """Record each event once (by sg_event_id) and mark bounced/complained/unsubscribed readers.
 
     A bounce of type ``blocked`` is temporary (the receiving server said "not now") and only

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -79,6 +79,9 @@ CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+
+if TYPE_CHECKING:
+    from digest.store import Store
 
 
 # --- small parts ---------------------------------------------------------------------------
@@ -306,7 +309,7 @@ def _has_control(text: str) -> bool:
 class WebApp:
     """Everything the routes share: config, store, sender, signer, limits and templates."""
 
-    def __init__(self, config: Config, store: Any, sender: Sender) -> None:
+    def __init__(self, config: Config, store: Store, sender: Sender) -> None:
         self.config = config
         self.store = store
         self.sender = sender
@@ -825,7 +828,7 @@ class WebApp:
         )
 
 
-def create_app(config: Config, *, store: Any = None, sender: Sender | None = None) -> Starlette:
+def create_app(config: Config, *, store: Store | None = None, sender: Sender | None = None) -> Starlette:
     """The ASGI app for `digest serve`. Opens the configured store and sender unless given them."""
     own_store = store is None
     if store is None:
