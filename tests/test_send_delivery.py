@@ -449,3 +449,14 @@ def test_an_unknown_reader_field_is_a_config_error(tmp_path, fast_retries) -> No
     with pytest.raises(ConfigError, match="'shoe_size', which is not a per-reader field"):
         deliver(site.config, site.store, as_of=WHEN, sender_name="outbox", outbox=tmp_path / "out")
     site.store.dispose()
+
+
+def test_a_refused_send_at_leaves_the_edition_unlocked(send_site: SendSite) -> None:
+    send_site.add("a@example.org", "US")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    with pytest.raises(SendError, match="--send-at needs the sendgrid sender"):
+        _outbox(send_site, send_at=later)
+    lock = EditionLock(send_site.store, "2026-W02")
+    lock.acquire()  # nobody holds it
+    lock.release()
+    assert _outbox(send_site).sent == 1

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from digest.config import Config
 from digest.errors import DigestError
-from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, RenderedEdition
+from digest.model import RenderedEdition
 
 if TYPE_CHECKING:
+    from digest.send import OutgoingMessage
     from digest.store import Store
 
 TEST_PREFIX = "[TEST] "
@@ -92,25 +93,24 @@ def send_test(
     return f"Sent a test to {address} via {sender.name}{where}; message id {message_id}."
 
 
-def _message(config: Config, rendered: RenderedEdition, address: str, categories: Sequence[str]) -> Any:
-    """The test message built from an already rendered edition (see send_test)."""
-    from digest.links import LinkMaker
-    from digest.send import OutgoingMessage
+def _message(
+    config: Config, rendered: RenderedEdition, address: str, categories: Sequence[str]
+) -> OutgoingMessage:
+    """The test message built from an already rendered edition (see send_test): the reader's
+    links and headers from digest.send.personalize, as every other message gets them."""
+    from digest.model import Subscriber
+    from digest.send import BatchMessage
+    from digest.send.personalize import PersonalLinks
 
-    links = LinkMaker.from_config(config)
-    preferences, unsubscribe = links.preferences_url(address), links.unsubscribe_url(address)
-
-    def fill(text: str) -> str:
-        return text.replace(PREFERENCES_URL, preferences).replace(UNSUBSCRIBE_URL, unsubscribe)
-
-    mailto = config.sender.unsubscribe_mailto.strip().removeprefix("mailto:")
-    unsub = f"<{unsubscribe}>" + (f", <mailto:{mailto}?subject=unsubscribe>" if mailto else "")
-    return OutgoingMessage(
-        to=address,
-        subject=TEST_PREFIX + fill(rendered.subject),
-        html=fill(rendered.html),
-        text=fill(rendered.text),
-        headers={"List-Unsubscribe": unsub, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    recipient = PersonalLinks(config).recipient(
+        Subscriber(id=0, email=address, status="active", categories=())
+    )
+    batch = BatchMessage(
+        subject=TEST_PREFIX + rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        recipients=[recipient],
         categories=("digest-test",),
         custom_args={"test": "1", "categories": ",".join(categories)},
     )
+    return batch.personalise(recipient)

@@ -156,13 +156,12 @@ class _Run:
         if self.bulk is not None:  # before anything is built
             self.suppressed = self.bulk.suppressions()
         batching = Batching(self.edition_id, self.summary, self.ledger, None, send_at=self.summary.send_at)
-        if not self.dry_run:
-            self._start(batching)
-            # What a run that died left in batch rows reaches deliveries before anything reads it.
-            self.ledger.materialize(other_editions=True)
-            self.builder.recorded = self.ledger.recorded()
         try:
             if not self.dry_run:
+                self._start(batching)
+                # What a run that died left in batch rows reaches deliveries before anything reads it.
+                self.ledger.materialize(other_editions=True)
+                self.builder.recorded = self.ledger.recorded()
                 self._in_flight()
                 self._mark_suppressed()
             # The common case needs no per-reader look-ups: a first run, and no post of this window
@@ -209,14 +208,12 @@ class _Run:
             raise SendError(
                 f"Edition {plan.id} was cancelled; it will not be sent. Its posts go in the next edition."
             )
+        if self.summary.send_at is not None and self.bulk is None:  # before the lock: nothing to undo
+            raise SendError("--send-at needs the sendgrid sender (scheduled sends are a SendGrid feature).")
         lock = editions.EditionLock(self.store, plan.id)
         lock.acquire()
         self.lock = batching.lock = lock  # only now: the run's end writes under the lock, then releases it
-        if self.summary.send_at is not None:
-            if self.bulk is None:
-                raise SendError(
-                    "--send-at needs the sendgrid sender (scheduled sends are a SendGrid feature)."
-                )
+        if self.summary.send_at is not None and self.bulk is not None:
             batch_id = editions.sendgrid_batch_id(self.store, plan.id) or self.bulk.new_batch_id()
             batching.sendgrid_batch_id = batch_id
         editions.mark_sending(
