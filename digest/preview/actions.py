@@ -48,11 +48,9 @@ def subscriber_categories(
             f"No subscriber {email.strip()!r} in the database ({config.database_url.split('?')[0]}); "
             "check the address, or pick categories instead."
         )
-    names = []
-    for key in found.categories:
-        known = config.find_category(key)
-        names.append(known.name if known else key)
-    return found.email, tuple(names)
+    from digest.pipeline import display_names
+
+    return found.email, tuple(display_names(config, found.categories))
 
 
 def send_test(
