@@ -35,11 +35,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from frontmatter.default_handlers import SafeLoader, YAMLHandler
+from frontmatter.default_handlers import YAMLHandler
 
 from digest.config import category_key
 from digest.errors import ConfigError, PostError
 from digest.model import LoadResult, Post, Skip
+from digest.safe_yaml import SafeLoader  # aliases and nesting bounded (billion laughs, cycles)
+from digest.textclean import cap_categories, clean_post_text
 
 log = logging.getLogger("digest.posts")
 
@@ -307,6 +309,7 @@ def parse_post(
         raise PostError(rel, "empty file")
     text = _decode(raw, warnings)
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    text = clean_post_text(text, warnings)  # no stage sees a character email cannot carry
     meta, body = _split(text, rel)
     stem = rel.rsplit("/", 1)[-1]
     stem = stem[: stem.rfind(".")] if "." in stem else stem
@@ -321,7 +324,7 @@ def parse_post(
         path=rel,
         title=title,
         date=when,
-        categories=_categories(meta),
+        categories=cap_categories(_categories(meta), warnings),
         body=body,
         slug=slug,
         excerpt=excerpt,

@@ -1,0 +1,84 @@
+"""digest.safe_yaml through the post reader: aliases and nesting cannot blow up (issue 15)."""
+
+from __future__ import annotations
+
+import time
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+
+from digest.errors import PostError
+from digest.posts import parse_post
+from digest.safe_yaml import MAX_ALIAS_VALUES, FrontMatterLimitError, SafeLoader
+
+TZ = ZoneInfo("Europe/London")
+
+
+def billion_laughs() -> bytes:
+    """Nine levels of nine aliases: 445 bytes that stand for 387 million values."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    previous = "a"
+    for name in "bcdefghi":
+        lines.append(f"{name}: &{name} [" + ",".join(["*" + previous] * 9) + "]")
+        previous = name
+    text = "---\ntitle: Laughs\ndate: 2026-01-07\n" + "\n".join(lines) + "\ncategories: *i\n---\n\nHa.\n"
+    return text.encode()
+
+
+def test_recursive_anchor_is_a_skip_naming_the_file_and_line() -> None:
+    raw = b"---\ntitle: Loop\ncategories: &r [US, *r]\ndate: 2026-01-07\n---\n\nHello.\n"
+    assert len(raw) < 70
+    with pytest.raises(PostError) as caught:
+        parse_post(raw, "2026/loop.md", tz=TZ)
+    assert str(caught.value).startswith("2026/loop.md: ")
+    assert "refers to the value it is part of" in caught.value.reason
+    assert "line 3: categories: &r [US, *r]" in caught.value.reason
+
+
+@pytest.mark.parametrize("doc", ["m: &m {k: *m}", "a: &a [x, {y: [*a]}]"])
+def test_recursion_through_maps_and_nesting_is_refused(doc: str) -> None:
+    with pytest.raises(FrontMatterLimitError):
+        SafeLoader(doc).get_single_node()
+
+
+def test_billion_laughs_is_refused_in_well_under_a_second() -> None:
+    raw = billion_laughs()
+    assert len(raw) < 450
+    started = time.process_time()
+    with pytest.raises(PostError) as caught:
+        parse_post(raw, "laughs.md", tz=TZ)
+    assert time.process_time() - started < 0.5
+    assert f"more than {MAX_ALIAS_VALUES:,} values" in caught.value.reason
+
+
+def test_ordinary_aliases_still_work() -> None:
+    raw = b"---\ntitle: Shared\nbase: &base [US, Europe]\ncategories: *base\ndate: 2026-01-07\n---\n\nHi.\n"
+    post, _ = parse_post(raw, "shared.md", tz=TZ)
+    assert post.categories == ("US", "Europe")
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    raw = b"---\ntitle: D\ndate: 2026-01-07\ncategories: " + b"[" * 999 + b"]" * 999 + b"\n---\nx\n"
+    with pytest.raises(PostError, match="nested more than"):
+        parse_post(raw, "deep.md", tz=TZ)
+
+
+def test_undefined_alias_is_still_a_yaml_error() -> None:
+    with pytest.raises(yaml.YAMLError):
+        SafeLoader("a: *nowhere").get_single_node()
+
+
+@pytest.mark.parametrize("listing", ["flow", "block"])
+def test_a_hundred_thousand_categories_are_capped_quickly(listing: str) -> None:
+    names = [f"C{i}" for i in range(100_000)]
+    if listing == "flow":
+        front = "categories: [US, " + ", ".join(names) + "]\n"
+    else:
+        front = "categories:\n- US\n" + "".join(f'- "{n}"\n' for n in names)
+    raw = ("---\ntitle: Many\ndate: 2026-01-07\n" + front + "---\n\nHello.\n").encode()
+    started = time.process_time()
+    post, notices = parse_post(raw, "many.md", tz=TZ)
+    assert time.process_time() - started < 1.0
+    assert len(post.categories) == 50 and post.categories[0] == "US"
+    assert any("only the first 50 are used" in message for _, message in notices)
