@@ -41,7 +41,7 @@ from digest.config import category_key
 from digest.errors import ConfigError, PostError
 from digest.model import LoadResult, Post, Skip
 from digest.safe_yaml import SafeLoader  # aliases and nesting bounded (billion laughs, cycles)
-from digest.textclean import cap_categories, clean_post_text
+from digest.textclean import clean_post_fields, clean_post_text
 
 log = logging.getLogger("digest.posts")
 
@@ -193,7 +193,7 @@ def _simple_front_matter(fm: str) -> dict[str, Any] | None:
             if name not in _USED_KEYS:
                 continue
             typed = name not in _TEXT_KEYS and value is not None
-            if typed and (isinstance(value, _BlockList) or not _simple_typed_ok(name, value)):
+            if typed and (not isinstance(value, str) or not _simple_typed_ok(name, value)):
                 return None
             result[key] = value
     except _NotSimple:
@@ -324,7 +324,7 @@ def parse_post(
         path=rel,
         title=title,
         date=when,
-        categories=cap_categories(_categories(meta), warnings),
+        categories=_categories(meta),
         body=body,
         slug=slug,
         excerpt=excerpt,
@@ -334,6 +334,7 @@ def parse_post(
         permalink=_text(meta.get("permalink")),
         content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
     )
+    post = clean_post_fields(post, warnings)  # YAML escapes make characters too; categories capped
     return post, tuple(warnings)
 
 
@@ -393,6 +394,11 @@ def _entry_from_bytes(raw: bytes, rel: str, size: int, mtime_ns: int, tz: ZoneIn
         post, notices = parse_post(raw, rel, tz=tz, excerpt_separator=separator, content_hash=digest)
     except PostError as exc:
         return _Entry(size, mtime_ns, digest, Skip(rel, exc.reason), ())
+    except (RecursionError, MemoryError, ValueError, TypeError, AttributeError, LookupError) as exc:
+        # A reader bug on one odd file must not stop the edition: skip it, naming the error.
+        log.debug("%s: unexpected error reading the post", rel, exc_info=True)
+        reason = f"cannot be read ({type(exc).__name__}: {exc}); please report this file"
+        return _Entry(size, mtime_ns, digest, Skip(rel, reason), ())
     return _Entry(size, mtime_ns, digest, post, notices)
 
 

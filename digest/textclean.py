@@ -23,6 +23,9 @@ import bisect
 import logging
 import re
 import unicodedata
+from dataclasses import fields, replace
+
+from digest.model import Post
 
 Notice = tuple[int, str]  # (logging level, message), as digest.posts collects them
 
@@ -83,6 +86,61 @@ def clean_post_text(text: str, notices: list[Notice]) -> str:
         return ""
 
     cleaned = _BAD_ASTRAL.sub(fix, _BAD.sub(fix, text))
+    _report(found, replaced, notices)
+    return cleaned
+
+
+def clean_post_fields(post: Post, notices: list[Notice]) -> Post:
+    """``post`` with every text field clean and at most MAX_CATEGORIES categories.
+
+    The file was cleaned before YAML read it, but a double-quoted YAML string makes characters
+    from escapes (``"\\u000b"``, ``"\\e"``), so the values YAML built are checked too. Every
+    text field is (fields added to Post later included), apart from the body, which YAML never
+    reads, and the path and hash, which are ours.
+    """
+    changes: dict[str, object] = {}
+    found: dict[str, dict[str, int]] = {}
+    replaced: dict[str, int] = {}
+    for spec in fields(post):
+        if spec.name in _OURS:
+            continue
+        value = getattr(post, spec.name)
+        if isinstance(value, str) and _suspect(value):
+            changes[spec.name] = _scrub(value, spec.name, found, replaced)
+        elif isinstance(value, tuple) and any(isinstance(v, str) and _suspect(v) for v in value):
+            changes[spec.name] = tuple(
+                _scrub(v, spec.name, found, replaced) if isinstance(v, str) else v for v in value
+            )
+    _report(found, replaced, notices)
+    categories = changes.get("categories", post.categories)
+    assert isinstance(categories, tuple)
+    capped = cap_categories(categories, notices)
+    if capped is not post.categories:
+        changes["categories"] = capped
+    return replace(post, **changes) if changes else post  # type: ignore[arg-type]
+
+
+_OURS = frozenset({"path", "content_hash", "body"})
+
+
+def _scrub(value: str, field: str, found: dict[str, dict[str, int]], replaced: dict[str, int]) -> str:
+    """One field's value cleaned (breaks become spaces), counting what went into ``found``."""
+
+    def fix(match: re.Match[str]) -> str:
+        char = match.group()
+        counts = found.setdefault(field, {})
+        counts[char] = counts.get(char, 0) + 1
+        if char in _BREAKS:
+            replaced[field] = replaced.get(field, 0) + 1
+            return " "
+        return ""
+
+    cleaned = _BAD_ASTRAL.sub(fix, _BAD.sub(fix, value))
+    return cleaned.strip() if value == value.strip() else cleaned  # stripped values stay stripped
+
+
+def _report(found: dict[str, dict[str, int]], replaced: dict[str, int], notices: list[Notice]) -> None:
+    """One warning per field: how many characters, which, and what became of them."""
     for field, counts in found.items():
         total = sum(counts.values())
         kinds = ", ".join(_describe(char) for char in sorted(counts))
@@ -102,7 +160,6 @@ def clean_post_text(text: str, notices: list[Notice]) -> str:
                 f"check that the text of {field} reads as intended.",
             )
         )
-    return cleaned
 
 
 def cap_categories(categories: tuple[str, ...], notices: list[Notice]) -> tuple[str, ...]:

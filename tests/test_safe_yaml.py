@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -82,3 +83,42 @@ def test_a_hundred_thousand_categories_are_capped_quickly(listing: str) -> None:
     assert time.process_time() - started < 1.0
     assert len(post.categories) == 50 and post.categories[0] == "US"
     assert any("only the first 50 are used" in message for _, message in notices)
+
+
+def test_yaml_escapes_cannot_bring_control_characters_back() -> None:
+    """Found by the fuzzer: the file is clean, but "\\u000b" in a quoted value becomes a VT."""
+    raw = b'---\ntitle: "Word\\u000bbreak \\e"\nexcerpt: "An excerpt\\u000b with \\u001b controls"\ndate: 2026-01-07\n---\n\nx\n'
+    post, notices = parse_post(raw, "escapes.md", tz=TZ)
+    assert post.title == "Word break" and post.excerpt == "An excerpt  with  controls"
+    assert [m.split(":")[0] for _, m in notices] == ["title", "excerpt"]
+
+
+@pytest.mark.parametrize("front", ["published: [x]", "date: [2026-01-07]", "published: {a: b}"])
+def test_a_list_where_a_flag_or_date_belongs_is_no_crash(front: str) -> None:
+    """Found by the fuzzer: the fast path called .lower() on a list and stopped the whole run."""
+    raw = f"---\ntitle: T\n{front}\n---\n\nx\n".encode()
+    try:
+        parse_post(raw, "2026-01-07-odd.md", tz=TZ)
+    except PostError as exc:
+        assert exc.path == "2026-01-07-odd.md"
+
+
+def test_a_reader_bug_on_one_file_is_a_skip_not_a_stopped_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest import posts
+
+    for name in ("2026-01-06-good.md", "2026-01-07-odd.md"):
+        (tmp_path / name).write_text(f"---\ntitle: {name}\n---\n\nText.\n", encoding="utf-8")
+    real = posts._split
+
+    def flaky(text: str, rel: str) -> tuple[dict[str, object], str]:
+        if "odd" in rel:
+            raise AttributeError("'list' object has no attribute 'lower'")
+        return real(text, rel)
+
+    monkeypatch.setattr(posts, "_split", flaky)
+    loaded = posts.load_posts(tmp_path, tz=TZ)
+    assert [p.path for p in loaded.posts] == ["2026-01-06-good.md"]
+    (skip,) = loaded.skipped
+    assert skip.path == "2026-01-07-odd.md" and "AttributeError" in skip.reason
