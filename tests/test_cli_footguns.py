@@ -101,3 +101,10 @@ def test_help_examples_are_whole_lines_with_categories_of_the_shipped_config(com
         assert example in shown_lines, f"rewrapped: {example}"
         for value in re.findall(r"--categories (\S+)", example):
             assert set(value.split(",")) <= shipped, example
+
+
+@pytest.mark.parametrize("command", ["preview", "check"])
+@pytest.mark.parametrize("as_of", ["0001-01-03", "9999-12-31T23:59"])
+def test_an_as_of_near_the_ends_of_the_calendar_is_one_line(site: Path, command: str, as_of: str) -> None:
+    line = one_line_error(run_digest(site, command, "--as-of", as_of))
+    assert "--as-of" in line and "between 1900 and 9000" in line

@@ -21,6 +21,7 @@ from digest.preview.build import edition_manifest, write_outputs
 from digest.select import parse_as_of
 
 DEFAULT_PORT = 8025
+_AS_OF_RANGE = (1900, 9000)  # years --as-of may name
 
 
 def split_categories(value: str | None) -> list[str]:
@@ -30,9 +31,17 @@ def split_categories(value: str | None) -> list[str]:
 
 def as_of_option(config: Config, value: str | None) -> datetime:
     """--as-of: a date (the start of that day) or a date-time, in the site's time zone; default now."""
-    if value:
-        return parse_as_of(value, config.tz)
-    return datetime.now(config.tz)
+    if not value:
+        return datetime.now(config.tz)
+    moment = parse_as_of(value, config.tz)
+    if not _AS_OF_RANGE[0] <= moment.year <= _AS_OF_RANGE[1]:
+        # A window reaches back weeks before --as-of and a schedule days after it: near year 1 or
+        # 9999 that overflows Python's dates with a traceback.
+        raise click.BadParameter(
+            f"{value!r} is too far from now; give a date between {_AS_OF_RANGE[0]} and {_AS_OF_RANGE[1]}.",
+            param_hint="--as-of",
+        )
+    return moment
 
 
 @click.command("preview")
