@@ -203,6 +203,8 @@ def header_text(value: str) -> str:
     shows as "Admin"), even inside a quoted display name. A space between ``=`` and ``?``
     keeps the text visible as typed and makes it no encoded-word.
     """
+    if value.isprintable() and "=?" not in value:  # almost always: nothing to drop (all are
+        return " ".join(value.split())  # Cc, Cf, Cs, Cn, Zl or Zp, which are not printable)
     text = _BAD_ASTRAL.sub("", _HEADER_DROP.sub("", _HEADER_SPACE.sub(" ", value)))
     text = " ".join(text.split())
     while "=?" in text:
