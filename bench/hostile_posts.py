@@ -91,6 +91,10 @@ def cases() -> dict[str, bytes]:
     made["1 MB title"] = (_front("T" * 1_000_000) + lead).encode()
     made["5 MB body"] = (_front("Long body") + ("word " * 1_000_000) + "\n").encode()
     made["20,000 paragraphs"] = (_front("Paragraphs") + "Para.\n\n" * 20_000).encode()
+    made["100 KB of unclosed {% (Liquid)"] = (_front("Liquid") + "{%" * 50_000 + "\n").encode()
+    made["100 KB one paragraph of ["] = (_front("Brackets") + "[" * 100_000 + "\n").encode()
+    made["300 KB one paragraph of [a](b) links"] = (_front("Links") + "[a](b)" * 50_000 + "\n").encode()
+    made["1 MB one paragraph of _a"] = (_front("Underscores") + "_a" * 500_000 + "\n").encode()
     made["encoded-word + RLO title"] = (_front("=?utf-8?b?QWRtaW4=?= \u202egnp.exe") + lead).encode()
     return made
 
@@ -111,6 +115,7 @@ def config(root: Path) -> Config:
 
 
 def edition_run(cfg: Config, folder: Path) -> tuple[int, int]:
+    pipeline._ITEMS.clear()  # every run summarises again: a post's first edition pays that cost
     loaded = posts.load_posts(folder, tz=TZ)
     edition = pipeline.build_edition(cfg, as_of=AS_OF, posts=loaded)
     edition, rendered = pipeline.render_isolated(cfg, edition)
