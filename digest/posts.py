@@ -640,10 +640,16 @@ def parse_date_text(text: str) -> datetime:
 # --- cache ---------------------------------------------------------------------------------------
 
 
-def _code_stamp() -> tuple[int, int]:
-    """Parsed posts depend on this file's code: a changed loader must not reuse old results."""
-    st = os.stat(__file__)
-    return st.st_size, st.st_mtime_ns
+def _code_stamp() -> tuple[int, ...]:
+    """Parsed posts depend on this file's code (and the cleaning and YAML modules it calls): a
+    changed loader must not reuse old results."""
+    from digest import safe_yaml, textclean
+
+    stamp: list[int] = []
+    for source in (__file__, textclean.__file__, safe_yaml.__file__):
+        st = os.stat(source)
+        stamp += [st.st_size, st.st_mtime_ns]
+    return tuple(stamp)
 
 
 def _cache_file(cache_dir: Path, folder: Path) -> Path:

@@ -122,3 +122,16 @@ def test_a_reader_bug_on_one_file_is_a_skip_not_a_stopped_run(
     assert [p.path for p in loaded.posts] == ["2026-01-06-good.md"]
     (skip,) = loaded.skipped
     assert skip.path == "2026-01-07-odd.md" and "AttributeError" in skip.reason
+
+
+def test_the_posts_cache_is_dropped_when_the_cleaning_code_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest import posts, textclean
+
+    fake = tmp_path / "textclean.py"
+    fake.write_text("v1", encoding="utf-8")
+    monkeypatch.setattr(textclean, "__file__", str(fake))
+    before = posts._code_stamp()
+    fake.write_text("version 2", encoding="utf-8")
+    assert posts._code_stamp() != before
