@@ -33,6 +33,7 @@ ELLIPSIS = "…"
 _MD = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
 # Characters of body scanned: more only when no lead was found; past the last, list items do.
 _SCAN_LIMITS = (4_000, 16_000)
+_MAX_INLINE = 20_000  # characters of one paragraph handed to markdown-it when no word cut fits
 _SCAN_ATTEMPTS = 3
 _MAX_ITEMS = 30
 
@@ -591,6 +592,8 @@ def _cut_source(source: str, need: int) -> tuple[str, bool]:
             return head, True
         if count > need + 40:
             break
+    if len(source) > _MAX_INLINE:  # no cut found in a wall of text (one 1 MB "word" of `_a_a`):
+        return source[:_MAX_INLINE], True  # parsing all of it took seconds (issue 15)
     return source, False
 
 
