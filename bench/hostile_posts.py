@@ -86,6 +86,12 @@ def cases() -> dict[str, bytes]:
     made["100,000 categories (YAML block list)"] = (
         _front("Many", "[US]").replace("categories: [US]", "categories:" + block) + lead
     ).encode()
+    made["100,000 keys of small maps (YAML)"] = (
+        _front("Keys", extra="z: '\\t'\n" + "".join(f"k{i}: {{a: [1, 2]}}\n" for i in range(100_000))) + lead
+    ).encode()
+    made["13,000 explicit !!str tags (YAML)"] = (
+        _front("Tags", "\n" + "".join(f"- !!str C{i}\n" for i in range(13_000))) + lead
+    ).encode()
     made["nesting 999 deep"] = (_front("Deep", "[" * 999 + "]" * 999) + lead).encode()
     made["YAML escapes of controls"] = (_front("Esc \\u000b \\e \\x00 \\N", "[US]") + lead).encode()
     made["1 MB title"] = (_front("T" * 1_000_000) + lead).encode()
