@@ -8,7 +8,8 @@ python-frontmatter's safe loader (libyaml when present) that, once the document 
 before anything walks or builds it, checks the node graph: no cycle, nesting at most
 ``MAX_DEPTH``, and at most ``MAX_ALIAS_VALUES`` values reached again through aliases. A breach is
 a ``yaml.YAMLError`` with the line of the alias, which the post reader turns into a skip naming
-the file. The walk stops at the budget, so the check itself is bounded too.
+the file. The walk stops at the budget, so the check itself is bounded too. Composing is bounded
+before that: at most ``MAX_YAML_CHARS`` characters and ``MAX_VALUES`` values (see SafeLoader).
 """
 
 from __future__ import annotations
