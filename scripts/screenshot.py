@@ -23,6 +23,7 @@ from digest.model import Edition, Item, Section
 from digest.render import Renderer
 
 WIDTHS = (375, 600)
+PHONE_FOLD = 667  # an iPhone SE / 8 screen: 375 x 667 CSS pixels
 SCHEMES = ("light", "dark")
 
 # A logo that needs no network: the sample must render the same everywhere.
@@ -144,7 +145,7 @@ _MEASURE = """() => {
 }"""
 
 
-def take_screenshots(html: str, out: Path) -> list[Shot]:
+def take_screenshots(html: str, out: Path, *, fold: bool = False) -> list[Shot]:
     """Open ``html`` at each width and colour scheme; write PNGs into ``out``; no network used."""
     from playwright.sync_api import sync_playwright
 
@@ -167,6 +168,9 @@ def take_screenshots(html: str, out: Path) -> list[Shot]:
                     measured = page.evaluate(_MEASURE)
                     path = out / f"{scheme}-{width}.png"
                     page.screenshot(path=str(path), full_page=True)
+                    if fold and width == min(WIDTHS):  # what a phone shows before any scrolling
+                        page.set_viewport_size({"width": width, "height": PHONE_FOLD})
+                        page.screenshot(path=str(out / f"{scheme}-{width}-fold.png"))
                     page.close()
                     shots.append(
                         Shot(
