@@ -252,7 +252,7 @@ def test_archive_url_can_point_at_a_static_host(tmp_path: Path) -> None:
     cfg = config(tmp_path, web={"archive_url": "https://static.example.com/letters/"})
     html = Renderer(cfg).render(edition(2)).html
     assert 'href="https://static.example.com/letters/2026-W02">View in browser' in html
-    with pytest.raises(ConfigError, match="web.archive_url"):
+    with pytest.raises(ConfigError, match=r"web\.archive_url"):
         config(tmp_path, web={"archive_url": "static.example.com"})
 
 
