@@ -138,6 +138,7 @@ class Renderer:
         self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
         self._contents_text_template = self._load(self._text_env, CONTENTS_TEXT_TEMPLATE)
         self._short = _ShortRenders(self)
+        self._contents = _Contents(self)
         self._subject = self._string_template(config.edition.subject, "edition.subject")
         self._preheader = self._string_template(config.edition.preheader, "edition.preheader")
         self._globals = {
@@ -159,9 +160,7 @@ class Renderer:
             self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
             self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
             self._contents_text_template = self._load(self._text_env, CONTENTS_TEXT_TEMPLATE)
-        context = self._context(edition)
-        if web:
-            context["web"] = True
+        context = self._context(edition, web=web)
         source = self._run(self._mjml_template, context, MJML_TEMPLATE)
         html = self._compile(source)
         text = _tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
@@ -187,16 +186,13 @@ class Renderer:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _context(self, edition: Edition) -> dict[str, Any]:
+    def _context(self, edition: Edition, *, web: bool = False) -> dict[str, Any]:
         view = EditionView(edition, self.tz)
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
-        context: dict[str, Any] = {**self._globals, "edition": view, "web": False}
+        context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
         context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
-        context["contents"] = Markup(self._run(self._contents_template, context, CONTENTS_TEMPLATE).strip())
-        context["contents_text"] = self._run(
-            self._contents_text_template, context, CONTENTS_TEXT_TEMPLATE
-        ).strip()
+        context["contents"], context["contents_text"] = self._contents.render(context)
         context["subject"] = self._short.render(self._subject, context, "config key edition.subject")
         context["preheader"] = self._short.render(self._preheader, context, "config key edition.preheader")
         return context
@@ -319,6 +315,65 @@ class _ShortRenders:
             table.clear()
         table[key] = text
         return text
+
+
+class _Contents:
+    """ "In this issue" (HTML and text), cached by the values of what the templates read.
+
+    A send renders it once per category set; most sets share their first headlines with none
+    but the same posts do. As for subject and preheader, a template can only branch on what it
+    reads, so an edition that agrees on every attribute the cached render read renders the
+    same list. Tuples of items and sections are compared by their items' identities (a send's
+    items are the same objects set after set; see EditionAssembler._key), kept alive here.
+    """
+
+    MAX = 10_000
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self._names: tuple[str, ...] = ()  # every edition attribute any render read, in order
+        self._table: dict[tuple[Any, ...], tuple[Markup, str]] = {}
+        self._alive: list[Any] = []
+
+    def render(self, context: dict[str, Any]) -> tuple[Markup, str]:
+        view = context["edition"]
+        key = self._key(view, context) if self._names else None
+        if key is not None:
+            hit = self._table.get(key)
+            if hit is not None:
+                return hit
+        r = self.renderer
+        recorder = _ReadRecorder(view)
+        ctx = {**context, "edition": recorder}
+        html = Markup(r._run(r._contents_template, ctx, CONTENTS_TEMPLATE).strip())
+        text = r._run(r._contents_text_template, ctx, CONTENTS_TEXT_TEMPLATE).strip()
+        if not set(recorder.read) <= set(self._names):  # a new branch read more: widen the key
+            self._names = tuple(dict.fromkeys((*self._names, *recorder.read)))
+            self._table.clear()
+            self._alive.clear()
+        key = self._key(view, context)
+        if key is not None:
+            if len(self._table) >= self.MAX:
+                self._table.clear()
+                self._alive.clear()
+            self._table[key] = (html, text)
+            self._alive.append((view.items, view.sections))
+        return html, text
+
+    def _key(self, view: EditionView, context: dict[str, Any]) -> tuple[Any, ...] | None:
+        key: list[Any] = [context["web"], context["web_url"]]
+        for name in self._names:
+            value = getattr(view, name)
+            if name == "items":
+                value = tuple(map(id, value))
+            elif name == "sections":
+                value = tuple((s.name, tuple(map(id, s.items))) for s in value)
+            key.append(value)
+        try:
+            hash(tuple(key))
+        except TypeError:  # an unhashable value: no caching for this edition
+            return None
+        return tuple(key)
 
 
 def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
@@ -492,14 +547,22 @@ class EditionAssembler:
                 return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
             parts.append(piece[0])
             tidy_parts.append(piece[1])
-        if context["contents_text"]:  # this set's "In this issue" goes where its token is
-            parts.append(tail)
-            return _tidy_text("".join(parts).replace(_CONTENTS_TOKEN, context["contents_text"]))
         if None in tidy_parts:  # a piece that ends mid-line: tidy the whole part
-            parts.append(tail)
-            return _tidy_text("".join(parts))
-        tidy_parts.append(_strip_lines(tail))
-        return _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
+            text = _tidy_text("".join(parts) + tail)
+        else:
+            tidy_parts.append(_strip_lines(tail))
+            text = _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
+        contents = context["contents_text"]
+        if not contents:
+            return text
+        # This set's "In this issue" goes where its token is. Tidying is line by line, so when the
+        # token stands alone on its lines and the tidied list has no blank-line runs at its edges,
+        # putting it into the tidied text equals tidying the text with it (else: tidy it all).
+        tidy = _strip_lines(contents)
+        alone = text.count(f"\n{_CONTENTS_TOKEN}\n") == text.count(_CONTENTS_TOKEN)
+        if alone and "\n\n\n" not in tidy and not tidy.startswith("\n") and not tidy.endswith("\n"):
+            return text.replace(_CONTENTS_TOKEN, tidy)
+        return _tidy_text(("".join(parts) + tail).replace(_CONTENTS_TOKEN, contents))
 
     def _key(self, section: Section) -> tuple[str, tuple[int, ...]]:
         """A section's cache key: its name and its items' identities.
