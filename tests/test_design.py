@@ -143,6 +143,7 @@ def test_pipeline_gives_items_their_image(tmp_path: Path) -> None:
     )
     images = {i.title: i.image for i in built.items}
     assert images == {"A": PostImage("https://example.com/img/a.jpg", "A chart"), "B": None}
+    assert absolute_image(PostImage("/img/c.jpg"), "https://example.com").alt == ""  # the headline stands in
     html = Renderer(cfg).render(built).html
     assert '<img class="i" src="https://example.com/img/a.jpg" width="520" alt="A chart" />' in html
     assert "insecure.test" not in html
@@ -293,3 +294,13 @@ def test_size_budget_with_images(tmp_path: Path) -> None:
     assert ten.html_bytes < 60_000, ten.html_bytes
     assert twenty.html_bytes < 80_000, twenty.html_bytes  # well under Gmail's 102 KB clip
     assert twenty.warnings == ()
+
+
+def test_a_picture_without_alt_text_is_described_by_its_headline(tmp_path: Path) -> None:
+    bare = PostImage("https://images.example.com/b.jpg")
+    ed = replace(edition(1), sections=(Section("S", (item(2, image=bare),)),))
+    html = Renderer(config(tmp_path)).render(ed).html
+    assert (
+        '<img class="i" src="https://images.example.com/b.jpg" width="520" '
+        'alt="A fairly typical headline of about this length, number 2" />'
+    ) in html
