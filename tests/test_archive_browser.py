@@ -158,6 +158,7 @@ def test_view_in_browser_reaches_the_archive_page_list_and_feed(sent_site: dict[
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             response = page.goto(links.pop())
             assert response is not None and response.status == 200
+            assert page.title() == "The Weekly Brief · 2–8 January 2026"
             # The all-categories edition: every section, headlines as links, the note, no personal links.
             headings = page.locator("h2").all_inner_texts()
             assert headings == ["US", "Europe", "Asia", "Technology", "Climate"]

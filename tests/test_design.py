@@ -247,6 +247,12 @@ def test_view_in_browser_link_and_web_version(tmp_path: Path) -> None:
     assert "View in browser" not in web.html and "View in your browser" not in web.text
     assert not any(p in web.html or p in web.text for p in PLACEHOLDERS)
     assert 'href="https://news.example.com/subscribe"' in web.html
+    assert "<title>The Weekly Digest · 2–8 January 2026</title>" in web.html  # a page, not a subject line
+    assert (
+        'type="application/atom+xml" title="The Weekly Digest" href="https://news.example.com/archive/feed.xml"'
+        in web.html
+    )
+    assert "application/atom+xml" not in email.html
 
 
 def test_archive_url_can_point_at_a_static_host(tmp_path: Path) -> None:
