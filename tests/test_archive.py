@@ -183,3 +183,19 @@ def test_write_static_with_no_editions(tmp_path: Path) -> None:
     config = make_site(tmp_path)
     written = write_static(config, [], pipeline.load(config, use_cache=False), tmp_path / "out")
     assert sorted(p.name for p in written) == ["feed.xml", "index.html"]
+
+
+def test_hostile_titles_are_escaped_in_the_list_page_and_the_feed(store: Any, tmp_path: Path) -> None:
+    config = make_site(tmp_path)
+    (tmp_path / "posts" / "2026-01-05-fed.md").write_text(
+        '---\ntitle: "<script>alert(1)</script> & co"\ncategory: US\n---\nText.\n', encoding="utf-8"
+    )
+    publish(store, config)
+    archive = Archive(config)
+    entries = published_editions(store)
+    listing = archive.list_page(entries)
+    assert "<script>alert" not in listing and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in listing
+    body = archive.feed(entries, pipeline.load(config, use_cache=False))
+    assert b"<script>" not in body
+    content = ET.fromstring(body).find(f"{{{ATOM}}}entry/{{{ATOM}}}content").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co</a>" in content  # escaped HTML, inside the XML
