@@ -96,7 +96,7 @@ def make_plan(
     findings: list[Finding] = []
     if edition.post_count:
         try:
-            rendered = pipeline.render(config, edition)
+            edition, rendered = pipeline.render_isolated(config, edition)  # a broken post is left out
         except EmptyEditionError:
             rendered = None
     if rendered is not None:

@@ -55,7 +55,8 @@ def check_command(
     edition = pipeline.build_edition(
         config, as_of=moment(config, as_of), categories=list(wanted), posts=loaded
     )
-    rendered = pipeline.render(config, edition)  # EmptyEditionError says there is nothing to check
+    # EmptyEditionError says there is nothing to check; a post the email cannot carry is left out
+    edition, rendered = pipeline.render_isolated(config, edition)
     names = ", ".join(edition.categories) or "all categories"
     console.print(
         f"Edition [bold]{edition.id}[/] for {names}: {edition.post_count} post(s), "

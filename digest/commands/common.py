@@ -28,9 +28,22 @@ def current_config() -> Config:
     return config
 
 
+AS_OF_RANGE = (1900, 9000)  # years --as-of may name
+
+
 def moment(config: Config, value: str | None) -> datetime:
     """--as-of: a date (the start of that day) or a date-time, in the site's time zone; default now."""
-    return parse_as_of(value, config.tz) if value else datetime.now(config.tz)
+    if not value:
+        return datetime.now(config.tz)
+    when = parse_as_of(value, config.tz)
+    if not AS_OF_RANGE[0] <= when.year <= AS_OF_RANGE[1]:
+        # A window reaches back weeks before --as-of and a schedule days after it: near year 1 or
+        # 9999 that overflows Python's dates with a traceback.
+        raise click.BadParameter(
+            f"{value!r} is too far from now; give a date between {AS_OF_RANGE[0]} and {AS_OF_RANGE[1]}.",
+            param_hint="--as-of",
+        )
+    return when
 
 
 def as_of_option(help: str = "End of the edition's window [default: now].") -> Callable[[F], F]:

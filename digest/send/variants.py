@@ -44,6 +44,7 @@ class VariantBuilder:
     """Builds and renders each (category set, posts left out) once; each section compiled once."""
 
     def __init__(self, plan: EditionPlan, *, recorded: dict[str, frozenset[str]] | None = None) -> None:
+        from digest.isolate import PostIsolator
         from digest.render import Renderer
 
         self.plan = plan
@@ -52,6 +53,7 @@ class VariantBuilder:
         self.category_sets: set[tuple[str, ...]] = set()
         self.renders = 0
         self._assembler = Renderer(plan.config).assembler()  # this send's compiled sections
+        self._isolator = PostIsolator(self._assembler.render)  # a post that breaks the email is left out
         # What an earlier run of this edition recorded per email name (a rerun must not reuse a
         # name for a different list of posts: the ledger would then claim posts nobody got).
         self.recorded = recorded or {}
@@ -77,7 +79,7 @@ class VariantBuilder:
                 variant = Variant(key, None, (), label)
         else:
             try:
-                rendered = self._assembler.render(edition)
+                edition, rendered = self._isolator.render(edition)
             except EmptyEditionError:
                 rendered = None
             self.renders += 1
