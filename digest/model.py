@@ -26,6 +26,8 @@ class Post:
     source_site: str | None = None
     permalink: str | None = None  # the post's own `permalink` front-matter, if any
     content_hash: str = ""  # sha256 of the file's bytes, for manifests and caches
+    author: str | None = None  # `author`/`authors` front matter, names joined with ", "
+    image: str | None = None  # `image`/`images`/`feature_image`/`cover`, or a bundle's featured*
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Item:
     categories: tuple[str, ...] = ()
     source_url: str | None = None
     source_site: str | None = None
+    author: str | None = None  # shown as "by Name" in the item's meta line
+    image: str | None = None  # as the post gives it (a site path or an absolute URL)
 
 
 @dataclass(frozen=True)
