@@ -66,6 +66,8 @@ class EditionConfig:
     window_days: int = 7
     section_cap: int = 10
     lead_words: int = 70
+    # A lead's first paragraph shorter than this many words is followed by the second.
+    lead_min_words: int = 25
     # Jinja2 templates over ``site`` and ``edition`` (see templates/README or render.py).
     subject: str = (
         "{{ site.name }}: {{ edition.post_count }} new {{ 'post' if edition.post_count == 1 else 'posts' }}"
@@ -196,6 +198,7 @@ _POSITIVE = {
     ("edition", "window_days"),
     ("edition", "section_cap"),
     ("edition", "lead_words"),
+    ("edition", "lead_min_words"),
     ("sender", "timeout_seconds"),
     ("sender", "retry_base_seconds"),
     ("web", "confirm_hours"),
@@ -321,11 +324,18 @@ def load_config(path: str | Path | None = None) -> Config:
                 f"{candidate}: config file not found. Check the path given with --config or "
                 f"${CONFIG_ENV}, or leave both out to use the built-in defaults."
             )
-        return config_from_dict({}, root=Path.cwd())
+        return _with_site(config_from_dict({}, root=Path.cwd()))
     try:
         data = tomllib.loads(candidate.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{candidate}: not valid TOML ({exc}). Fix the line it names.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{candidate}: cannot read the config file ({exc}).") from None
-    return config_from_dict(data, root=candidate.resolve().parent, source=str(candidate))
+    return _with_site(config_from_dict(data, root=candidate.resolve().parent, source=str(candidate)))
+
+
+def _with_site(config: Config) -> Config:
+    """The Jekyll/Hugo site's own config fills the [site] keys config.toml leaves unset."""
+    from digest.sites import with_site_config  # imports this module
+
+    return with_site_config(config)

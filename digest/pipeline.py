@@ -15,11 +15,13 @@ from typing import Any
 
 from digest import __version__, schedule
 from digest.config import Config
+from digest.lead.clean import Resolver
 from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Section
 from digest.permalink import post_url
 from digest.posts import load_posts
 from digest.render import render_edition
 from digest.select import choose, window_for
+from digest.sites import link_resolver
 from digest.summarize import summarize
 
 
@@ -61,8 +63,9 @@ def build_edition(
         cap=config.edition.section_cap,
     )
     sections = []
+    resolve = link_resolver(loaded.posts, lambda p: _url(p, config))
     for name, chosen in selection.sections:
-        items = tuple(item_for(post, config) for post in chosen)
+        items = tuple(item_for(post, config, resolve=resolve) for post in chosen)
         if items:
             sections.append(Section(name=name, items=items))
     return Edition(
@@ -77,12 +80,19 @@ def build_edition(
 
 # Summaries keyed by what they depend on. A send renders hundreds of category sets from the same
 # few dozen posts; without this each set would summarise every post again.
-_ITEMS: dict[tuple[str, str, str, str, str, int], Item] = {}
+_ITEMS: dict[tuple[str, str, str, str, str, int, int], Item] = {}
 _ITEMS_MAX = 20_000
 
 
-def item_for(post: Post, config: Config) -> Item:
-    """The post as the email shows it (lead + link), computed once per post version and settings."""
+def _url(post: Post, config: Config) -> str:
+    return post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
+
+
+def item_for(post: Post, config: Config, *, resolve: Resolver | None = None) -> Item:
+    """The post as the email shows it (lead + link), computed once per post version and settings.
+
+    ``resolve`` turns Liquid/Hugo links to other posts into their URLs (see digest.sites).
+    """
     key = (
         post.path,
         post.content_hash,
@@ -90,13 +100,19 @@ def item_for(post: Post, config: Config) -> Item:
         config.site.permalink,
         config.site.timezone,
         config.edition.lead_words,
+        config.edition.lead_min_words,
     )
     item = _ITEMS.get(key) if post.content_hash else None  # hand-made posts have no hash
     if item is None or item.date != post.date:
         if len(_ITEMS) >= _ITEMS_MAX:
             _ITEMS.clear()
-        url = post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
-        item = _ITEMS[key] = summarize(post, url=url, word_budget=config.edition.lead_words)
+        item = _ITEMS[key] = summarize(
+            post,
+            url=_url(post, config),
+            word_budget=config.edition.lead_words,
+            min_words=config.edition.lead_min_words,
+            resolve=resolve,
+        )
     return item
 
 

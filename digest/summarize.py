@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 from markdown_it import MarkdownIt
 
@@ -107,8 +108,16 @@ def summarize(
         source_url=post.source_url,
         source_site=post.source_site,
         author=author,
-        image=post.image,
+        image=_image_url(post.image, url),
     )
+
+
+def _image_url(image: str | None, url: str) -> str | None:
+    """The post's image as an absolute http(s) URL (a bundle's file sits beside its page)."""
+    if not image:
+        return None
+    absolute = urljoin(url, image.strip().replace(" ", "%20"))
+    return absolute if absolute.startswith(("https://", "http://")) else None
 
 
 # --- finding the lead ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from digest.manifest_diff import diff_manifests, load_manifest, render_diff
 from digest.model import Edition, RenderedEdition
 from digest.preview.build import edition_manifest, write_outputs
 from digest.select import parse_as_of
+from digest.sites import with_site_config
 
 DEFAULT_PORT = 8025
 
@@ -90,6 +91,8 @@ def preview_command(
     folder = Path(posts_dir) if posts_dir else None
     if folder is not None and not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder of posts.", param_hint="--posts")
+    if folder is not None:
+        config = with_site_config(config, folder)  # the Jekyll/Hugo site's _config.yml / hugo.toml
     if serve:
         _serve(
             config,
