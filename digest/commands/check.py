@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from digest import pipeline
-from digest.check import Finding, check_edition, has_errors
+from digest.check import Finding, check_edition, check_leads, has_errors
 from digest.commands.preview import as_of_option, split_categories
 from digest.config import Config
 
@@ -60,7 +60,7 @@ def check_command(state: object, as_of: str | None, categories: str | None) -> N
         f"Edition [bold]{edition.id}[/] for {wanted}: {edition.post_count} post(s), "
         f"sender [bold]{config.sender.backend}[/]"
     )
-    findings = check_edition(rendered, config)
+    findings = [*check_edition(rendered, config), *check_leads(edition)]
     print_findings(console, findings)
     if has_errors(findings):
         raise click.exceptions.Exit(1)

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from digest import pipeline
 from digest.config import Config
 from digest.errors import EmptyEditionError
+from digest.lead.rubric import advice
 from digest.manifest_diff import diff_manifests, load_manifest, render_diff
 from digest.model import Edition, RenderedEdition
 from digest.preview.build import edition_manifest, write_outputs
@@ -215,6 +217,8 @@ def _print_report(console: Console, config: Config, edition: Edition, *, total: 
             )
     if edition.post_count:
         console.print(table)
+    for line in (line for item in edition.items for line in advice(item)):
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if edition.skipped:
         skipped = Table(title=f"Skipped ({len(edition.skipped)})")
         skipped.add_column("Post", overflow="fold")

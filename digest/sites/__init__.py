@@ -53,9 +53,10 @@ def site_values(folder: Path) -> tuple[Path | None, dict[str, str]]:
         if path.name == "_config.yml":
             values = jekyll.read_config(path)
         else:
-            values = hugo.read_config(path)
+            section = _section(folder, path.parent)
+            values = hugo.read_config(path, section)
             if "permalink" not in values:
-                values["permalink"] = hugo.default_permalink(_section(folder, path.parent))
+                values["permalink"] = hugo.default_permalink(section)
     except Exception as exc:
         log.warning("%s: cannot read the site config (%s); using digest's settings only", path, exc)
         return path, {}
@@ -116,7 +117,7 @@ def link_resolver(posts: Sequence[Post], url_of: Callable[[Post], str]) -> Calla
         if not index:
             for post in posts:
                 index.setdefault(_key(post.path), post)
-        post = index.get(_key(target.split("#", 1)[0]))
-        return url_of(post) if post is not None else None
+        found = index.get(_key(target.split("#", 1)[0]))
+        return url_of(found) if found is not None else None
 
     return resolve

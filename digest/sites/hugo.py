@@ -63,7 +63,7 @@ def bundle_image(folder: str) -> str | None:
     return next((name for name in names if _BUNDLE_IMAGE.match(name)), None)
 
 
-def read_config(path: Path) -> dict[str, str]:
+def read_config(path: Path, section: str = "") -> dict[str, str]:
     """base_url, name and permalink from a Hugo site config (TOML; YAML and JSON too)."""
     text = path.read_text(encoding="utf-8")
     data: Any
@@ -88,18 +88,19 @@ def read_config(path: Path) -> dict[str, str]:
         out["base_url"] = base.rstrip("/")
     if isinstance(lowered.get("title"), str):
         out["name"] = lowered["title"]
-    return {**out, **_permalinks(lowered.get("permalinks"), path.parent)}
+    return {**out, **_permalinks(lowered.get("permalinks"), section)}
 
 
-def _permalinks(value: Any, root: Path) -> dict[str, str]:
+def _permalinks(value: Any, section: str) -> dict[str, str]:
     """``[permalinks] posts = "/:year/:month/:title/"`` for the section the posts live in."""
     if not isinstance(value, dict):
         return {}
-    pages = value.get("page") if isinstance(value.get("page"), dict) else value
-    for section in ("posts", "post", "blog", "news", "articles"):
-        pattern = pages.get(section)
+    page = value.get("page")
+    pages: dict[str, Any] = page if isinstance(page, dict) else value
+    for name in (section, "posts", "post", "blog", "news", "articles"):
+        pattern = pages.get(name) if name else None
         if isinstance(pattern, str):
-            return {"permalink": convert_permalink(pattern, section)}
+            return {"permalink": convert_permalink(pattern, name)}
     return {}
 
 
