@@ -270,6 +270,8 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
                     break
     if not lead.parts and ctx.fallback:
         lead.parts.append(("p", ctx.fallback))  # better a pointer or a near-title than nothing
+    while lead.parts and lead.parts[-1][0] == "p" and plain(lead.parts[-1][1]).endswith(":"):
+        _drop_colon_sentence(lead)
     return lead, True
 
 

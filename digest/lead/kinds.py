@@ -73,6 +73,8 @@ _FOOTER = re.compile(
     r"thanks\s+for\s+reading)",
     re.I,
 )
+_NAME = r"(?:[A-Z@][\w.'’@-]*(?:\s+(?:de|van|von|der|da|di|le|la)\b)?\s*){1,4}"
+_BY_NAMES = re.compile(rf"\b[Bb]y\s+({_NAME})(?:(?:,\s*|\s+)(?:and|&)\s+({_NAME}))?")
 _NAME_SPLIT = re.compile(r"\s*(?:,|;|&|\band\b|\n)\s*", re.I)
 _PARENS = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 
@@ -127,7 +129,10 @@ def credit_names(text: str) -> tuple[str, ...]:
     if ":" in text[:60] or "：" in text[:60]:
         text = re.split(r"[:：]", text, maxsplit=1)[1]
     else:
-        text = re.split(r"\bby\s+", text, maxsplit=1, flags=re.I)[-1]
+        found = _BY_NAMES.search(text)
+        if found is None:
+            return ()
+        return tuple(" ".join(n.split()) for n in found.groups() if n)
     text = text.split("\n", 1)[0]
     text = re.split(r"(?<=[a-z)])\.\s|\s[—–]\s|\|", text, maxsplit=1)[0]
     text = _PARENS.sub("", text)

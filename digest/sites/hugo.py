@@ -15,12 +15,13 @@ _BUNDLE_IMAGE = re.compile(
     r"^(?:featured|cover|thumbnail|feature)[^/]*\.(?:png|jpe?g|gif|webp|avif|svg)$", re.I
 )
 CONFIG_NAMES = ("hugo.toml", "hugo.yaml", "hugo.yml", "hugo.json", "config.toml", "config.yaml", "config.yml")
-# Hugo permalink tokens as digest.permalink's placeholders.
+# Hugo permalink tokens as digest.permalink's placeholders (:title there is the slug, dots kept).
 _TOKENS = {
-    ":filename": ":slug",
-    ":slugorfilename": ":slug",
-    ":slugorcontentbasename": ":slug",
-    ":contentbasename": ":slug",
+    ":filename": ":title",
+    ":slugorfilename": ":title",
+    ":slugorcontentbasename": ":title",
+    ":contentbasename": ":title",
+    ":slug": ":title",
     ":monthname": ":long_month",
     ":yearday": ":y_day",
 }
@@ -112,4 +113,4 @@ def convert_permalink(pattern: str, section: str) -> str:
 
 def default_permalink(section: str) -> str:
     """Hugo's default URL for a page of a section: ``/news/<slug>/``."""
-    return f"/{section}/:slug/" if section else "/:slug/"
+    return f"/{section}/:title/" if section else "/:title/"

@@ -1,0 +1,223 @@
+"""The shapes of real posts that issue 13 found broken: each as a small post, and the lead an
+editor would pick for it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digest.lead.rubric import problems
+from digest.model import Item, Post
+from digest.summarize import summarize
+
+URL = "https://example.com/blog/2026/01/08/post.html"
+
+
+def lead(body: str, *, title: str = "A title", author: str | None = None, **kw: object) -> Item:
+    post = Post(
+        path="p.md",
+        title=title,
+        date=datetime(2026, 1, 8, tzinfo=ZoneInfo("UTC")),
+        categories=(),
+        body=body,
+        slug="post",
+        author=author,
+    )
+    return summarize(post, url=URL, **kw)  # type: ignore[arg-type]
+
+
+REAL = "The scheduler now retries failed jobs on its own, so a flaky node no longer stalls a whole run."
+
+
+@pytest.mark.parametrize(
+    ("credit", "names"),
+    [
+        ("**Author:** Ann Lee (Acme)", "Ann Lee"),
+        ("**Authors:** Ann Lee (Acme), Bo Chan (Initech), and Cy Dee", "Ann Lee, Bo Chan, Cy Dee"),
+        ("**Authors & Interviewers:** Ann Lee, Bo Chan", "Ann Lee, Bo Chan"),
+        ("Note taker: Ann Lee", "Ann Lee"),
+        ("Today's guest post is by Ann Lee, a maintainer at Acme.", "Ann Lee"),
+        ("*By Ann Lee*", "Ann Lee"),
+    ],
+)
+def test_credit_line_is_not_the_lead_and_becomes_the_author(credit: str, names: str) -> None:
+    item = lead(f"{credit}\n\n{REAL}")
+    assert item.lead_text == REAL
+    assert item.author == names
+
+
+def test_front_matter_author_wins_over_a_credit_line() -> None:
+    assert lead(f"**Author:** Someone Else\n\n{REAL}", author="Ann Lee").author == "Ann Lee"
+
+
+def test_credit_lines_inside_the_first_paragraph_are_dropped() -> None:
+    item = lead(f"**Author:** Ann Lee (Acme)\n**Editor:** Bo Chan\n{REAL}")
+    assert item.lead_text == REAL
+    assert item.author == "Ann Lee, Bo Chan"
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        "Hi Jekyllers,",
+        "Hello everyone!",
+        "*Editor's note: this post was first published on the Acme blog.*",
+        "**Update (2026-01-09):** the release is out now.",
+        "Posted on March 3, 2020",
+        "January 8, 2026",
+        "Read the full release notes [here](https://example.org/notes).",
+        "This post was originally published on [Medium](https://medium.com/x).",
+    ],
+)
+def test_greetings_notices_datelines_and_pointers_are_passed_over(noise: str) -> None:
+    assert lead(f"{noise}\n\n{REAL}").lead_text == REAL
+
+
+def test_greeting_on_the_first_line_of_the_paragraph_is_dropped() -> None:
+    item = lead(f"Hey Jekyllers,\n{REAL}")
+    assert item.lead_text == REAL
+    assert not problems(item)
+
+
+def test_a_second_paragraph_only_when_the_first_is_short() -> None:
+    short = "Version 2 is out."
+    assert lead(f"{short}\n\n{REAL}").lead_text == f"{short}\n\n{REAL}"
+    assert lead(f"{REAL} {REAL}\n\n{short}").lead_text == f"{REAL} {REAL}"
+    assert lead(f"{short}\n\n{REAL}", min_words=3).lead_text == short
+    html = lead(f"{short}\n\n{REAL}").lead_html
+    assert html == f"<p>{short}</p><p>{REAL}</p>"
+
+
+def test_list_indented_two_spaces_after_a_colon_is_a_short_list() -> None:
+    body = "This release brings many fixes, including:\n\n  - one\n  - two\n  - three\n  - four\n  - five\n"
+    item = lead(body)
+    assert item.lead_text == "This release brings many fixes, including:\n\n- one\n\n- two\n\n- three\n\n- …"
+    assert item.lead_html.endswith("<ul><li>one</li><li>two</li><li>three</li><li>…</li></ul>")
+    assert not problems(item)
+
+
+def test_a_colon_with_no_list_after_it_loses_its_sentence() -> None:
+    body = f"{REAL} Install it with:\n\n```\nnpm i x\n```\n"
+    assert lead(body).lead_text == REAL
+
+
+def test_never_a_dangling_colon_when_only_the_colon_sentence_exists() -> None:
+    item = lead(f"Install it with:\n\n```\nnpm i x\n```\n\n{REAL}")
+    assert item.lead_text == REAL
+
+
+def test_footer_after_the_list_does_not_beat_the_list() -> None:
+    item = lead("- First change\n- Second change\n\nPowered by Blogger")
+    assert item.lead_text == "- First change\n\n- Second change"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{{< alert title="Note" >}}This is a notice.{{< /alert >}}\n\n' + REAL, REAL),
+        ("{{% notice warning %}}\nCareful now.\n{{% /notice %}}\n\n" + REAL, REAL),
+        ("Hugo {{< gh 123 >}} and {{% param x %}} are gone. " + REAL, "Hugo and are gone. " + REAL),
+        (
+            'A [link](https://x.org){:target="_blank"} and more words here.' + "{: .lead}",
+            "A link <https://x.org> and more words here.",
+        ),
+        (
+            "See [#1037][] and [the docs][nowhere] for the full story of it all.",
+            "See #1037 and the docs for the full story of it all.",
+        ),
+        ("A footnote[^1] marker is dropped here.\n\n[^1]: The note.", "A footnote marker is dropped here."),
+        ("We shipped it :tada: and it works :+1:.", "We shipped it 🎉 and it works 👍."),
+        (
+            "Entities &amp; more: &lt;b&gt; stay text &amp;amp; once.",
+            "Entities & more: <b> stay text &amp; once.",
+        ),
+        ("![a picture](https://example.org/a-very-long/\npath.png) " + REAL, REAL),
+    ],
+)
+def test_no_markup_leftovers(body: str, expected: str) -> None:
+    item = lead(body)
+    assert item.lead_text == expected
+
+
+def test_a_cut_inside_emphasis_leaves_no_lone_marker() -> None:
+    body = "Intro words here. _" + "very long italic words " * 40 + "end._ After."
+    item = lead(body, word_budget=20)
+    assert "_" not in item.lead_text and "*" not in item.lead_text
+    assert item.lead_html.count("<em>") == item.lead_html.count("</em>")
+
+
+def test_text_part_keeps_link_targets_and_code_marks() -> None:
+    item = lead("See the [plugin API](/docs/plugins/) and `jekyll build` for more on this topic.")
+    assert item.lead_text == (
+        "See the plugin API <https://example.com/docs/plugins/> and `jekyll build` for more on this topic."
+    )
+
+
+def test_liquid_links_resolve_or_keep_their_text() -> None:
+    def resolve(kind: str, target: str) -> str | None:
+        return "https://example.com/2010/07/08/other.html" if "other" in target else None
+
+    body = (
+        "Read [the other post]({% post_url 2010-07-08-other %}) and "
+        "[the history]({% link _docs/history.md %}#v3-9-4) before you upgrade to this version."
+    )
+    item = lead(body, resolve=resolve)
+    assert '<a href="https://example.com/2010/07/08/other.html">the other post</a>' in item.lead_html
+    assert "the history" in item.lead_html and "v3-9-4" not in item.lead_html
+
+
+def test_a_link_without_a_scheme_is_https_not_a_page_of_the_site() -> None:
+    item = lead("The code is on [GitHub](github.com/acme/x) for anyone to read and improve.")
+    assert '<a href="https://github.com/acme/x">GitHub</a>' in item.lead_html
+
+
+def test_image_becomes_an_absolute_url() -> None:
+    post = Post(
+        path="p/index.md",
+        title="T",
+        date=datetime(2026, 1, 8, tzinfo=ZoneInfo("UTC")),
+        categories=(),
+        body=REAL,
+        slug="p",
+        image="featured.png",
+    )
+    assert (
+        summarize(post, url="https://example.com/news/p/").image == "https://example.com/news/p/featured.png"
+    )
+
+
+_WORDS = st.sampled_from(
+    [
+        "word",
+        "**bold**",
+        "_it_",
+        "*em",
+        "_x",
+        "[l](/a)",
+        "`c`",
+        "{: .x}",
+        ":tada:",
+        "&amp;",
+        "a.",
+        "b:",
+        "\n",
+        "\n\n",
+        "- ",
+        "> ",
+        "# ",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_WORDS, min_size=1, max_size=60), st.integers(min_value=3, max_value=80))
+def test_any_markdown_gives_a_lead_without_leaked_markup(words: list[str], budget: int) -> None:
+    item = lead(" ".join(words), word_budget=budget)
+    leaked = [p for p, _ in problems(item) if p in ("markup leaked", "dangling colon", "credit line first")]
+    assert not leaked, (item.lead_text, problems(item))
+    assert item.lead_html.count("<em>") == item.lead_html.count("</em>")
+    assert item.lead_html.count("<strong>") == item.lead_html.count("</strong>")
