@@ -28,6 +28,7 @@ class Post:
     content_hash: str = ""  # sha256 of the file's bytes, for manifests and caches
     author: str | None = None  # `author`/`authors` front matter, names joined with ", "
     image: str | None = None  # `image`/`images`/`feature_image`/`cover`, or a bundle's featured*
+    description: str | None = None  # `description`: the lead when the body has no prose to offer
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ _RACY_NS = 2_000_000_000
 # `title: 1.10` 1.1 and `slug: 12:30` 750.
 _TEXT_KEYS = frozenset(
     {"title", "slug", "category", "categories", "excerpt", "excerpt_separator", "permalink"}
-    | {"source_url", "source_site", "author", "authors", "url", *fields.IMAGE_KEYS}
+    | {"source_url", "source_site", "author", "authors", "url", "summary", "description", *fields.IMAGE_KEYS}
 )
 _USED_KEYS = _TEXT_KEYS | {"date", "published", "draft"}
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -313,7 +313,11 @@ def parse_post(
         name_match = _FILE_DATE.match(stem)
     slug = _text(meta.get("slug")) or (name_match.group(4) if name_match and name_date else stem)
     title = _text(meta.get("title")) or _titleize(slug)
-    excerpt = _text(meta.get("excerpt")) or _excerpt(body, meta.get("excerpt_separator"), excerpt_separator)
+    excerpt = (
+        _text(meta.get("excerpt"))
+        or _text(meta.get("summary"))
+        or _excerpt(body, meta.get("excerpt_separator"), excerpt_separator)
+    )
     post = Post(
         path=rel,
         title=title,
@@ -329,6 +333,7 @@ def parse_post(
         content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
         author=fields.author(meta),
         image=fields.image(meta),
+        description=_text(meta.get("description")),
     )
     return post, tuple(warnings)
 

@@ -7,6 +7,7 @@ is passed over: headings, images, HTML embeds, comments, Liquid, Hugo shortcodes
 tables, a paragraph that repeats the title or is a bold pseudo-heading, and the lines an editor
 skips (credits, notices, greetings, datelines, "read the release notes" pointers, footers; see
 digest.lead.kinds). A credit line's names become the item's author when the post names none.
+When the body offers no prose (only a list, a pointer, nothing), the ``description`` field is used.
 
 A second paragraph follows only when the first is short (``min_words``). A paragraph ending in a
 colon takes the list that follows (at most three items, then "…"); with no list it loses its colon
@@ -30,7 +31,16 @@ from markdown_it import MarkdownIt
 from digest.lead.clean import Resolver, clean
 from digest.lead.inline import EM, STRONG, Run, html_blocks, inline_runs, references
 from digest.lead.kinds import credit_names, kind_of, strip_dateline, strip_greeting
-from digest.lead.output import ELLIPSIS, Lead, cut_runs, last_sentence_start, normalise, plain, render
+from digest.lead.output import (
+    ELLIPSIS,
+    Lead,
+    cut_runs,
+    drop_reference_tail,
+    last_sentence_start,
+    normalise,
+    plain,
+    render,
+)
 from digest.model import Item, Post
 
 __all__ = ["DEFAULT_MIN_WORDS", "ELLIPSIS", "summarize"]
@@ -94,6 +104,12 @@ def summarize(
         lead = _find_lead(post.excerpt, ctx)
     if not lead.parts:
         lead = _find_lead(post.body, ctx)
+    no_prose = all(kind == "li" for kind, _ in lead.parts)  # nothing, or only a list
+    if (no_prose or lead.fallback) and post.description:
+        credits = list(ctx.credits)
+        described = _find_lead(post.description, ctx)
+        lead = described if described.parts else lead
+        ctx.credits[:0] = credits
     lead_html, lead_text, truncated = render(lead, budget) if lead.parts else ("", "", False)
     author = post.author or (", ".join(dict.fromkeys(ctx.credits)) or None)
     return Item(
@@ -228,7 +244,8 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
             if lead.parts:
                 return lead, True
             if first_list is None:
-                first_list = _list_runs(block.items, ctx)
+                items = _list_runs(block.items, ctx)
+                first_list = None if _link_list(items) else items
             continue
         elif block.kind == "quote":
             if lead.parts:
@@ -270,6 +287,7 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
                     break
     if not lead.parts and ctx.fallback:
         lead.parts.append(("p", ctx.fallback))  # better a pointer or a near-title than nothing
+        lead.fallback = True
     while lead.parts and lead.parts[-1][0] == "p" and plain(lead.parts[-1][1]).endswith(":"):
         _drop_colon_sentence(lead)
     return lead, True
@@ -307,7 +325,7 @@ def _drop_colon_sentence(lead: Lead) -> None:
 
 def _item_runs(source: str, ctx: _Context) -> list[Run] | None:
     """A list item worth showing: words, not a bare link nor a label ("deps:") with nothing after."""
-    runs = normalise(inline_runs(_plain_cut(source, ctx), ctx.env, ctx.base))
+    runs = drop_reference_tail(normalise(inline_runs(_plain_cut(source, ctx), ctx.env, ctx.base)))
     text = plain(runs)
     if not _LETTER.search(text) or _BARE_URL.match(text):
         return None
@@ -327,7 +345,8 @@ def _prose_source(source: str, ctx: _Context) -> list[Run] | None:
         source = _drop_credit_lines(source, ctx)
         if not source:
             return None
-    return _prose_runs(normalise(inline_runs(_plain_cut(source, ctx), ctx.env, ctx.base)), ctx)
+    runs = normalise(inline_runs(_plain_cut(source, ctx), ctx.env, ctx.base))
+    return _prose_runs(drop_reference_tail(runs), ctx)
 
 
 def _plain_cut(source: str, ctx: _Context) -> str:
@@ -360,7 +379,7 @@ def _prose_runs(runs: list[Run], ctx: _Context) -> list[Run] | None:
         return None
     if kind in ("greeting", "dateline"):
         return None
-    soft = kind in ("pointer", "notice", "footer") or _link_label(runs)
+    soft = kind in ("pointer", "notice", "footer") or _link_label(runs) or _thanks(runs)
     skip = strip_greeting(text) or strip_dateline(text)
     if skip:
         runs = cut_runs(runs, skip)
@@ -382,6 +401,23 @@ def _good_second(runs: list[Run]) -> bool:
         and "//" not in text
         and linked * 2 < len(text.split())
     )
+
+
+def _link_list(items: list[list[Run]]) -> bool:
+    """A list whose items are mostly link text (stars, downloads, "further reading")."""
+
+    def linked(runs: list[Run]) -> bool:
+        words = sum(len(t.split()) for t, _ in runs)
+        in_links = sum(len(t.split()) for t, m in runs if any(k == "a" for k, _ in m))
+        return in_links * 2 >= words
+
+    return bool(items) and sum(map(linked, items)) * 2 > len(items)
+
+
+def _thanks(runs: list[Run]) -> bool:
+    """A paragraph of shout-outs ("thanks to @a, @b and @c"): credits, not news."""
+    mentions = sum(1 for t, m in runs if t.startswith("@") and any(k == "a" for k, _ in m))
+    return mentions >= 3
 
 
 def _link_label(runs: list[Run]) -> bool:

@@ -35,6 +35,8 @@ _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)([^>]*)>")
 _REFERENCE = re.compile(r"""^ {0,3}\[((?:[^\]\\\n]|\\.){1,999})\]:[ \t]*\n?[ \t]*(<[^>\n]*>|\S+)""", re.M)
 # A reference link with no definition stays literal in CommonMark: keep its text only.
 _UNDEFINED_REF = re.compile(r"\[((?:[^\[\]\\]|\\.)+)\]\[[^\[\]]*\]")
+# A link CommonMark could not read (spaces in the address, Markdown inside an HTML block).
+_LITERAL_LINK = re.compile(r"!?\[([^\[\]\n]*)\]\([^()\n]*\)")
 # Emphasis delimiters CommonMark could not pair (a cut, a typo) touch a word on one side only.
 _LONE_DELIMITER = re.compile(r"(?<![\w*])[*_]{1,3}(?=\w)|(?<=[\w.,!?])[*_]{1,3}(?![\w*])")
 _EMOJI_CODE = re.compile(r":[a-z0-9_+\-]+:")
@@ -154,6 +156,8 @@ def tidy(runs: list[Run]) -> list[Run]:
         if CODE not in marks:
             if "][" in text:
                 text = _UNDEFINED_REF.sub(r"\1", text)
+            if "](" in text:
+                text = _LITERAL_LINK.sub(lambda m: "" if m.group(0).startswith("!") else m.group(1), text)
             if "*" in text or "_" in text:
                 text = _LONE_DELIMITER.sub("", text)
             if ":" in text and _EMOJI_CODE.search(text):

@@ -30,18 +30,19 @@ _BY_LINE = re.compile(r"^by\s+[A-Z@][\w.'’@-]*(?:\s+[A-Z@(][\w.'’@()-]*){0,5
 _NOTICE = re.compile(
     r"^\W*(?:editor'?s?’?s?\s+note|note|notes|nb|n\.b\.|update[ds]?|edit(?:ed)?|disclaimer|warning|"
     r"important|heads[- ]up|attention|correction|errata|psa|reminder|caution|"
-    r"deprecation notice|security notice|announcement)\b\s*(?:\([^)]*\)\s*)?[:：—–-]",
+    r"deprecation notice|security notice|announcement)\b\s*(?:\([^)]*\)\s*|(?:from|on|at)\s[^:]{1,30})?[:：—–-]",
     re.I,
 )
 _NOTICE_SENTENCE = re.compile(
     r"^\W*(?:this\s+(?:post|article|blog\s+post|entry|piece|story|is\s+a\s+cross-?post)\b.{0,80}?"
     r"\b(?:originally|first|cross-?posted|republished|re-?posted|translated|updated|part of)"
-    r"|(?:originally|first)\s+(?:published|posted|appeared)|cross-?posted\s+(?:from|on))",
+    r"|(?:originally|first)\s+(?:published|posted|appeared)|cross-?posted\s+(?:from|on)"
+    r"|(?:re-?posted|republished|reprinted|cross-?posted)\s+(?:from|with|on|by)\b)",
     re.I,
 )
 _GREETING = re.compile(
     r"^\W*(?:hi|hello|hey|hiya|howdy|greetings|dear|good\s+(?:morning|afternoon|evening)|"
-    r"welcome|ahoy|yo)\b[^.!?\n]{0,40}?[,!:.]?\s*$",
+    r"welcome|ahoy|yo|merry\s+christmas|happy\s+(?:new\s+year|holidays|friday|monday))\b[^.!?\n]{0,40}?[,!:.]?\s*$",
     re.I,
 )
 _GREETING_PREFIX = re.compile(

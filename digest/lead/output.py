@@ -68,6 +68,7 @@ class Lead:
     parts: list[tuple[str, list[Run]]] = field(default_factory=list)
     more_items: bool = False
     cut: bool = False  # the source of the last part was cut before parsing: more text follows
+    fallback: bool = False  # only a paragraph passed over (a pointer, a notice) was found
 
     @property
     def words(self) -> int:
@@ -99,6 +100,54 @@ def normalise(runs: list[Run]) -> list[Run]:
             break
         result.pop()
     return result
+
+
+# Link text that only points at a commit, an issue or a person: "a9e551a1", "#3220", "@bep".
+_REFERENCE = re.compile(r"^(?:[0-9a-f]{7,40}|#\d+|GH-\d+|@[\w-]+|[\w.-]+/[\w.-]+#\d+)$", re.I)
+
+
+def drop_reference_tail(runs: list[Run]) -> list[Run]:
+    """A changelog line's commit, issue and author links (at either end) are not words to read."""
+    runs = _drop_reference_head(runs)
+    end = len(runs)
+    stop = ""
+    if end and not any(k == "a" for k, _ in runs[-1][1]) and runs[-1][0].strip() in (".", "!", ")."):
+        stop = runs[-1][0].strip()[-1]
+        end -= 1
+    found = False
+    while end:
+        text, marks = runs[end - 1]
+        linked = any(k == "a" for k, _ in marks)
+        if (linked and _REFERENCE.match(text.strip())) or (not linked and not text.strip(" ()[],")):
+            found = found or linked
+            end -= 1
+            continue
+        break
+    if not found or end == 0:
+        return runs
+    kept = normalise(runs[:end])
+    return [*kept, (stop, ())] if stop else kept
+
+
+def _drop_reference_head(runs: list[Run]) -> list[Run]:
+    """ "[`63563f8a7a`] - doc: rename ..." -> "doc: rename ..."."""
+    start = 0
+    found = False
+    while start < len(runs):
+        text, marks = runs[start]
+        linked = any(k == "a" for k, _ in marks)
+        if linked and _REFERENCE.match(text.strip()):
+            found = True
+        elif linked or text.strip(" ()[],-–—:"):
+            break
+        start += 1
+    if not found or start == len(runs):
+        return runs
+    return normalise(runs[start:])
+
+
+def is_reference(text: str) -> bool:
+    return bool(_REFERENCE.match(text.strip()))
 
 
 def cut_runs(runs: list[Run], start: int, end: int | None = None) -> list[Run]:
@@ -248,7 +297,7 @@ def _target(href: str, words: list[str]) -> str:
         return ""
     label = "".join(words).strip()
     bare = re.sub(r"^(?:https?://|mailto:)", "", href).rstrip("/")
-    if label.rstrip("/") in (href.rstrip("/"), bare):
+    if label.rstrip("/") in (href.rstrip("/"), bare) or label.startswith("@"):
         return ""
     return f" <{href}>"
 
