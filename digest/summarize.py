@@ -57,6 +57,7 @@ _SCAN_ATTEMPTS = 3
 _HUGE_PARAGRAPH = 6_000
 _LETTER = re.compile(r"[^\W\d_]")
 _BARE_URL = re.compile(r"(?:[a-z][a-z+.-]*:|www\.|//)\S+$", re.I)
+_INTRODUCES = re.compile(r"\b(?:following|these|below)\b[^.!?:]{0,40}\.$", re.I)
 _PLAIN_MARKUP = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|[*_`]+|<[^>]+>")
 
 
@@ -262,6 +263,10 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
             if lead.parts and not _good_second(runs):
                 return lead, True
             lead.parts.append(("p", runs))
+            following = blocks[index + 1] if index + 1 < len(blocks) else None
+            if _INTRODUCES.search(plain(runs)) and following is not None and following.kind == "list":
+                _add_items(lead, _list_runs(following.items, ctx))  # "...for the following issues."
+                return lead, True
             if plain(runs).endswith(":"):
                 following = blocks[index + 1] if index + 1 < len(blocks) else None
                 if following is None and not whole:
