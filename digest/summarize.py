@@ -260,15 +260,14 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
         for runs in paragraphs:
             if first_list and len(plain(runs).split()) < 8:
                 continue  # a line after the list that is the post ("Powered by ...")
-            if lead.parts and not _good_second(runs):
+            following = blocks[index + 1] if index + 1 < len(blocks) else None
+            if lead.parts and not _good_second(runs, following):
                 return lead, True
             lead.parts.append(("p", runs))
-            following = blocks[index + 1] if index + 1 < len(blocks) else None
             if _INTRODUCES.search(plain(runs)) and following is not None and following.kind == "list":
                 _add_items(lead, _list_runs(following.items, ctx))  # "...for the following issues."
                 return lead, True
             if plain(runs).endswith(":"):
-                following = blocks[index + 1] if index + 1 < len(blocks) else None
                 if following is None and not whole:
                     return lead, False
                 if following is not None and following.kind == "list" and runs is paragraphs[-1]:
@@ -397,15 +396,14 @@ def _prose_runs(runs: list[Run], ctx: _Context) -> list[Run] | None:
     return runs
 
 
-def _good_second(runs: list[Run]) -> bool:
-    """A second paragraph must read as sentences on its own: no bare address, no list of links."""
+def _good_second(runs: list[Run], following: _Block | None) -> bool:
+    """A second paragraph must read as sentences on its own (or introduce the list that follows):
+    no bare address, no list of links."""
     text = plain(runs)
     linked = sum(len(t.split()) for t, marks in runs if any(k == "a" for k, _ in marks))
-    return (
-        text.rstrip().endswith((".", "!", "?", "…", '."', ".”", ".)"))
-        and "//" not in text
-        and linked * 2 < len(text.split())
-    )
+    ends = text.rstrip().endswith((".", "!", "?", "…", '."', ".”", ".)"))
+    introduces = text.endswith(":") and following is not None and following.kind == "list"
+    return (ends or introduces) and "//" not in text and linked * 2 < len(text.split())
 
 
 def _link_list(items: list[list[Run]]) -> bool:

@@ -221,3 +221,14 @@ def test_any_markdown_gives_a_lead_without_leaked_markup(words: list[str], budge
     assert not leaked, (item.lead_text, problems(item))
     assert item.lead_html.count("<em>") == item.lead_html.count("</em>")
     assert item.lead_html.count("<strong>") == item.lead_html.count("</strong>")
+
+
+def test_a_short_first_paragraph_then_a_colon_paragraph_takes_the_list() -> None:
+    body = (
+        "We are pleased to announce the release of Ruby 2.7.0.\n\n"
+        "It introduces a number of new features, most notably:\n\n* Pattern Matching\n* REPL improvement\n"
+    )
+    assert lead(body).lead_text == (
+        "We are pleased to announce the release of Ruby 2.7.0.\n\n"
+        "It introduces a number of new features, most notably:\n\n- Pattern Matching\n\n- REPL improvement"
+    )

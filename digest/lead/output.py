@@ -119,7 +119,7 @@ def drop_reference_tail(runs: list[Run]) -> list[Run]:
         text, marks = runs[end - 1]
         linked = any(k == "a" for k, _ in marks)
         if (linked and _REFERENCE.match(text.strip())) or (not linked and not text.strip(" ()[],")):
-            found = found or linked
+            found = found or (linked and not text.strip().startswith("@"))  # "by @evanw." is prose
             end -= 1
             continue
         break
@@ -136,7 +136,7 @@ def _drop_reference_head(runs: list[Run]) -> list[Run]:
     while start < len(runs):
         text, marks = runs[start]
         linked = any(k == "a" for k, _ in marks)
-        if linked and _REFERENCE.match(text.strip()):
+        if linked and _REFERENCE.match(text.strip()) and not text.strip().startswith("@"):
             found = True
         elif linked or text.strip(" ()[],-–—:"):
             break
