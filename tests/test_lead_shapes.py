@@ -232,3 +232,17 @@ def test_a_short_first_paragraph_then_a_colon_paragraph_takes_the_list() -> None
         "We are pleased to announce the release of Ruby 2.7.0.\n\n"
         "It introduces a number of new features, most notably:\n\n- Pattern Matching\n\n- REPL improvement"
     )
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        "*Photo by Ann Lee on Unsplash*",
+        "Figure 1: the architecture of the new scheduler",
+        "[Read more on our blog →](https://example.org/blog)",
+        '{{< figure src="/images/a.png" caption="A caption" >}}',
+        "**Note:** this feature is in beta.",
+    ],
+)
+def test_captions_and_read_more_links_are_passed_over(noise: str) -> None:
+    assert lead(f"{noise}\n\n{REAL}").lead_text == REAL

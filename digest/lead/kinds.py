@@ -22,7 +22,7 @@ _CREDIT_LABEL = re.compile(
 )
 _CREDIT_BY = re.compile(
     r"^(?:(?:this|today'?s|today’s)\s+(?:is\s+a\s+)?)?(?:guest\s+)?(?:post|article|blog(?:\s+post)?|"
-    r"piece|entry|story)?\s*(?:was\s+|is\s+)?(?:written|authored|contributed|posted|brought\s+to\s+you)?"
+    r"piece|entry|story|photo|image|picture|illustration|cover(?:\s+image)?|header(?:\s+image)?|video|artwork)?\s*(?:was\s+|is\s+)?(?:written|authored|contributed|posted|brought\s+to\s+you)?"
     r"\s*by\s+(?-i:[A-Z@])",
     re.I,
 )
@@ -30,7 +30,8 @@ _BY_LINE = re.compile(r"^by\s+[A-Z@][\w.'’@-]*(?:\s+[A-Z@(][\w.'’@()-]*){0,5
 _NOTICE = re.compile(
     r"^\W*(?:editor'?s?’?s?\s+note|note|notes|nb|n\.b\.|update[ds]?|edit(?:ed)?|disclaimer|warning|"
     r"important|heads[- ]up|attention|correction|errata|psa|reminder|caution|"
-    r"deprecation notice|security notice|announcement)\b\s*(?:\([^)]*\)\s*|(?:from|on|at)\s[^:]{1,30})?[:：—–-]",
+    r"deprecation notice|security notice|announcement|caption|image|photo|source|"
+    r"fig(?:ure)?\.?\s*\d+)\b\s*(?:\([^)]*\)\s*|(?:from|on|at)\s[^:]{1,30})?[:：—–-]",
     re.I,
 )
 _NOTICE_SENTENCE = re.compile(
@@ -67,6 +68,7 @@ _POINTER = re.compile(
     r"details|here|below|more\s+information|more\s+details|full\s+story|full\s+post|full\s+article)\b",
     re.I,
 )
+_READ_MORE = re.compile(r"^\W*(?:read|learn|find\s+out|see)\s+more\b", re.I)
 _FOOTER = re.compile(
     r"^\W*(?:powered\s+by|posted\s+by|posted\s+in|filed\s+under|follow\s+us|subscribe|share\s+(?:this|on)|"
     r"comments?\b|leave\s+a\s+comment|tags?\s*:|labels?\s*:|categories\s*:|permalink|"
@@ -96,7 +98,7 @@ def kind_of(text: str) -> str | None:
         return "greeting"
     if words <= 14 and _DATELINE.match(text):
         return "dateline"
-    if words <= 25 and _POINTER.match(text):
+    if words <= 25 and (_POINTER.match(text) or _READ_MORE.match(text)):
         return "pointer"
     if words <= 25 and _FOOTER.match(text):
         return "footer"
