@@ -137,3 +137,21 @@ def test_link_resolver_finds_posts_by_file_stem_and_bundle_folder(jekyll_site: P
     assert resolve("link", "_posts/2026-01-06-release.md") == "https://x.example/release"
     assert resolve("ref", "/news/0.60.0-relnotes") == "https://x.example/0.60.0-relnotes"
     assert resolve("link", "_docs/history.md") is None
+
+
+def test_hugo_multilingual_blog_with_posts_folder_and_config_default(tmp_path: Path) -> None:
+    write(
+        tmp_path / "config" / "_default" / "hugo.yaml",
+        "baseURL: https://k8s.example/\ntitle: Kubernetes\npermalinks:\n  blog: /:section/:year/:month/:day/:slug/\n",
+    )
+    posts_dir = tmp_path / "content" / "en" / "blog" / "_posts"
+    write(
+        posts_dir / "2022-05-03-release.md",
+        "---\ntitle: Release\ndate: 2022-05-03\nslug: kubernetes-1-24\n---\n**Authors:** Ann Lee (Acme)\n\nWe shipped.\n",
+    )
+    config = with_site_config(config_from_dict({}, root=tmp_path), posts_dir)
+    assert config.site.permalink == "/blog/:year/:month/:day/:title/"
+    post = load_posts(posts_dir, tz=UTC).posts[0]
+    assert post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=UTC) == (
+        "https://k8s.example/blog/2022/05/03/kubernetes-1-24/"
+    )

@@ -25,15 +25,15 @@ _DEFAULTS = SiteConfig()
 
 
 def find_site_config(folder: Path) -> Path | None:
-    """The site config in ``folder`` or up to three folders above it."""
+    """The site config in ``folder`` or up to four folders above it (content/en/blog/_posts)."""
     here = folder.resolve()
-    for candidate in [here, *list(here.parents)[:3]]:
+    for candidate in [here, *list(here.parents)[:4]]:
         if (candidate / "_config.yml").is_file():
             return candidate / "_config.yml"
         for name in hugo.CONFIG_NAMES:
-            path = candidate / name
-            if path.is_file() and _is_hugo(path):
-                return path
+            for path in (candidate / name, candidate / "config" / "_default" / name):
+                if path.is_file() and _is_hugo(path):
+                    return path
     return None
 
 
@@ -64,10 +64,15 @@ def site_values(folder: Path) -> tuple[Path | None, dict[str, str]]:
 
 
 def _section(folder: Path, root: Path) -> str:
+    """The Hugo section the posts are in: ``content/blog`` or, per language, ``content/en/blog``."""
+    if root.name == "_default" and root.parent.name == "config":
+        root = root.parent.parent
     try:
         parts = folder.resolve().relative_to(root.resolve() / "content").parts
     except ValueError:
         return folder.resolve().name
+    if len(parts) > 1 and re.fullmatch(r"[a-z]{2}(?:-[a-zA-Z]{2,4})?", parts[0]):
+        parts = parts[1:]  # a language's content folder
     return parts[0] if parts else ""
 
 
