@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
-from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from digest.lead.clean import Resolver, clean
-from digest.lead.inline import EM, STRONG, Run, html_blocks, inline_runs, references
+from digest.lead.inline import EM, MD, STRONG, Run, html_blocks, inline_runs, references
 from digest.lead.kinds import credit_names, kind_of, strip_dateline, strip_greeting
 from digest.lead.output import (
     ELLIPSIS,
@@ -50,7 +50,6 @@ __all__ = ["DEFAULT_MIN_WORDS", "ELLIPSIS", "summarize"]
 # left over, one-line intros ("Here is what changed.") and pointers: not enough to decide on.
 DEFAULT_MIN_WORDS = 25
 MAX_LIST_ITEMS = 3
-_BLOCKS = MarkdownIt("commonmark", {"html": True}).enable(["table"]).disable(["inline", "text_join"])
 # Characters of body read: more only when no lead was found in them.
 _SCAN_LIMITS = (1_200, 16_000)
 _SCAN_ATTEMPTS = 3
@@ -169,7 +168,8 @@ def _head(text: str, limit: int) -> tuple[str, bool]:
 
 def _blocks(text: str) -> Iterator[_Block]:
     """The top-level blocks of ``text`` as CommonMark reads them."""
-    tokens = _BLOCKS.parse(text, {})
+    tokens: list[Token] = []
+    MD.block.parse(text.replace("\0", "\ufffd"), MD, {}, tokens)  # blocks only: inline comes later
     n = len(tokens)
     i = 0
     while i < n:

@@ -13,7 +13,6 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import emoji
 from markdown_it import MarkdownIt
 from markdown_it.common.utils import normalizeReference, unescapeAll
 from markdown_it.token import Token
@@ -161,6 +160,8 @@ def tidy(runs: list[Run]) -> list[Run]:
             if "*" in text or "_" in text:
                 text = _LONE_DELIMITER.sub("", text)
             if ":" in text and _EMOJI_CODE.search(text):
+                import emoji  # 0.1 s to import its tables: only when a post has an emoji code
+
                 text = emoji.emojize(text, language="alias")
         if text:
             out.append((text, marks))
