@@ -246,3 +246,23 @@ def test_a_short_first_paragraph_then_a_colon_paragraph_takes_the_list() -> None
 )
 def test_captions_and_read_more_links_are_passed_over(noise: str) -> None:
     assert lead(f"{noise}\n\n{REAL}").lead_text == REAL
+
+
+def test_jekyll_release_post_with_greeting_emoji_and_liquid_issue_links() -> None:
+    body = (
+        "Hey Jekyllers,\n\nQuick bug-fix release for you all today:\n\n"
+        "1. Fixes a regression in `jekyll serve` :tada:\n"
+        "2. Adds a port option ([#1037]({{ site.repository }}/pull/1037))\n3. Three\n4. Four\n"
+    )
+    item = lead(body)
+    assert item.lead_text == (
+        "Quick bug-fix release for you all today:\n\n- Fixes a regression in `jekyll serve` 🎉\n\n"
+        "- Adds a port option\n\n- Three\n\n- …"
+    )
+    assert lead("Hi Jekyllers! :wave:\n\n" + REAL).lead_text == REAL
+
+
+def test_a_posted_by_footer_names_the_author_not_the_time() -> None:
+    item = lead("- Alpha release\n- Beta release\n\nPosted by John at 10:00 AM\n\nPowered by Blogger")
+    assert item.author == "John"
+    assert item.lead_text == "- Alpha release\n\n- Beta release"

@@ -43,7 +43,7 @@ _NOTICE_SENTENCE = re.compile(
 )
 _GREETING = re.compile(
     r"^\W*(?:hi|hello|hey|hiya|howdy|greetings|dear|good\s+(?:morning|afternoon|evening)|"
-    r"welcome|ahoy|yo|merry\s+christmas|happy\s+(?:new\s+year|holidays|friday|monday))\b[^.!?\n]{0,40}?[,!:.]?\s*$",
+    r"welcome|ahoy|yo|merry\s+christmas|happy\s+(?:new\s+year|holidays|friday|monday))\b[^.!?\n]{0,40}?[,!:.]?[\s\W]*$",
     re.I,
 )
 _GREETING_PREFIX = re.compile(
@@ -129,7 +129,7 @@ def strip_dateline(text: str) -> int:
 
 def credit_names(text: str) -> tuple[str, ...]:
     """The names in a credit line: "Authors: Ann Lee (Acme), Bo Chan" -> ("Ann Lee", "Bo Chan")."""
-    if ":" in text[:60] or "：" in text[:60]:
+    if _CREDIT_LABEL.match(text):
         text = re.split(r"[:：]", text, maxsplit=1)[1]
     else:
         found = _BY_NAMES.search(text)

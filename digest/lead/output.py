@@ -126,6 +126,9 @@ def drop_reference_tail(runs: list[Run]) -> list[Run]:
     if not found or end == 0:
         return runs
     kept = normalise(runs[:end])
+    text, marks = kept[-1]
+    kept[-1] = (text.rstrip(" ([{,;:—–-"), marks)  # "option (" once "#1037)" is gone
+    kept = [run for run in kept if run[0]]
     return [*kept, (stop, ())] if stop else kept
 
 
