@@ -266,3 +266,14 @@ def test_a_posted_by_footer_names_the_author_not_the_time() -> None:
     item = lead("- Alpha release\n- Beta release\n\nPosted by John at 10:00 AM\n\nPowered by Blogger")
     assert item.author == "John"
     assert item.lead_text == "- Alpha release\n\n- Beta release"
+
+
+@pytest.mark.parametrize(
+    "toc",
+    [
+        "## Contents\n\n- [Intro](#intro)\n- [Setup](#setup)\n- [Usage](#usage)",
+        '<ul class="toc"><li><a href="#a">Intro</a></li><li><a href="#b">Setup</a></li></ul>',
+    ],
+)
+def test_a_table_of_contents_is_never_the_lead(toc: str) -> None:
+    assert lead(f"{toc}\n\n## Intro\n\n{REAL}").lead_text == REAL
