@@ -277,3 +277,25 @@ def test_a_posted_by_footer_names_the_author_not_the_time() -> None:
 )
 def test_a_table_of_contents_is_never_the_lead(toc: str) -> None:
     assert lead(f"{toc}\n\n## Intro\n\n{REAL}").lead_text == REAL
+
+
+def test_a_repeated_link_target_is_written_once_in_text() -> None:
+    item = lead("[OBS](https://obs.example/) builds it and [OBS](https://obs.example/) ships it to everyone.")
+    assert item.lead_text == "OBS <https://obs.example/> builds it and OBS ships it to everyone."
+
+
+def test_check_and_preview_advice_names_the_post_and_what_to_do() -> None:
+    from digest.check import check_leads
+    from digest.lead.rubric import advice
+    from digest.model import Edition, Section
+
+    weak = lead("Install it with:\n\n    npm i x\n")  # only a colon sentence: nothing left
+    assert advice(weak) == ["lead of p.md no prose found: add an `excerpt:` to the front matter"]
+    good = lead(REAL)
+    when = datetime(2026, 1, 8, tzinfo=ZoneInfo("UTC"))
+    edition = Edition("2026-W02", when, when, (), (Section("News", (weak, good)),))
+    findings = check_leads(edition)
+    assert [(f.level, f.code) for f in findings] == [("warning", "lead")]
+    assert "p.md" in findings[0].message and "excerpt" in findings[0].message
+    clean = Edition("2026-W02", when, when, (), (Section("News", (good,)),))
+    assert [f.level for f in check_leads(clean)] == ["ok"]

@@ -278,6 +278,7 @@ def _text(runs: list[Run], limit: int) -> str:
     used = 0
     link = ""
     link_words: list[str] = []
+    shown: set[str] = set()  # a target is written once per paragraph
     for text, marks in runs:
         if used >= limit:
             break
@@ -285,19 +286,20 @@ def _text(runs: list[Run], limit: int) -> str:
         used += len(text)
         href = next((h for k, h in marks if k == "a"), "")
         if href != link:
-            out.append(_target(link, link_words))
+            out.append(_target(link, link_words, shown))
             link, link_words = href, []
         piece = f"`{text}`" if CODE in marks and text.strip() else text
         out.append(piece)
         if href:
             link_words.append(text)
-    out.append(_target(link, link_words))
+    out.append(_target(link, link_words, shown))
     return "".join(out).strip()
 
 
-def _target(href: str, words: list[str]) -> str:
-    if not href:
+def _target(href: str, words: list[str], shown: set[str]) -> str:
+    if not href or href in shown:
         return ""
+    shown.add(href)
     label = "".join(words).strip()
     bare = re.sub(r"^(?:https?://|mailto:)", "", href).rstrip("/")
     if label.rstrip("/") in (href.rstrip("/"), bare) or label.startswith("@"):
