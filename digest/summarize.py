@@ -57,6 +57,7 @@ _SCAN_ATTEMPTS = 3
 _HUGE_PARAGRAPH = 6_000
 _LETTER = re.compile(r"[^\W\d_]")
 _BARE_URL = re.compile(r"(?:[a-z][a-z+.-]*:|www\.|//)\S+$", re.I)
+_TABLE_PART = re.compile(r"\s*</?(?:t[dhr]|tbody|thead|tfoot|caption|colgroup|col)\b", re.I)
 _INTRODUCES = re.compile(r"\b(?:following|these|below)\b[^.!?:]{0,40}\.$", re.I)
 _PLAIN_MARKUP = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|[*_`]+|<[^>]+>")
 
@@ -206,7 +207,8 @@ def _blocks(text: str) -> Iterator[_Block]:
             i += 3
             continue
         if kind == "html_block":
-            yield _Block("html", token.content)
+            # A table's rows and cells split from it by blank lines are still the table.
+            yield _Block("table" if _TABLE_PART.match(token.content) else "html", token.content)
         elif kind in ("fence", "code_block"):
             yield _Block("code")
         elif kind == "hr":
@@ -267,13 +269,16 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
                 return lead, True
             lead.parts.append(("p", runs))
             if _INTRODUCES.search(plain(runs)) and following is not None and following.kind == "list":
-                _add_items(lead, _list_runs(following.items, ctx))  # "...for the following issues."
-                return lead, True
+                items = _list_runs(following.items, ctx)
+                if items:
+                    _add_items(lead, items)  # "...for the following issues."
+                    return lead, True
             if plain(runs).endswith(":"):
                 if following is None and not whole:
                     return lead, False
-                if following is not None and following.kind == "list" and runs is paragraphs[-1]:
-                    _add_items(lead, _list_runs(following.items, ctx))
+                items = _list_runs(following.items, ctx) if following and following.kind == "list" else []
+                if items and runs is paragraphs[-1]:
+                    _add_items(lead, items)
                     return lead, True
                 _drop_colon_sentence(lead)
             if len(lead.parts) >= 2 or lead.words >= ctx.min_words:

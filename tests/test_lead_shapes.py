@@ -299,3 +299,16 @@ def test_check_and_preview_advice_names_the_post_and_what_to_do() -> None:
     assert "p.md" in findings[0].message and "excerpt" in findings[0].message
     clean = Edition("2026-W02", when, when, (), (Section("News", (good,)),))
     assert [f.level for f in check_leads(clean)] == ["ok"]
+
+
+def test_markdown_inside_a_broken_html_table_is_not_a_lead() -> None:
+    body = (
+        '<table>\n<tr>\n\n<td width="105" >**Nickname:**\n</td>\n\n<td>I use none\n</td>\n</tr>\n</table>\n\n'
+        + REAL
+    )
+    assert lead(body).lead_text == REAL
+
+
+def test_a_bold_line_closed_on_the_next_line_leaves_no_stars() -> None:
+    item = lead("**A Professional Distribution for Developers and Users\n**\n\n" + REAL)
+    assert "*" not in item.lead_text

@@ -37,7 +37,9 @@ _UNDEFINED_REF = re.compile(r"\[((?:[^\[\]\\]|\\.)+)\]\[[^\[\]]*\]")
 # A link CommonMark could not read (spaces in the address, Markdown inside an HTML block).
 _LITERAL_LINK = re.compile(r"!?\[([^\[\]\n]*)\]\([^()\n]*\)")
 # Emphasis delimiters CommonMark could not pair (a cut, a typo) touch a word on one side only.
-_LONE_DELIMITER = re.compile(r"(?<![\w*])[*_]{1,3}(?=\w)|(?<=[\w.,!?])[*_]{1,3}(?![\w*])")
+_LONE_DELIMITER = re.compile(
+    r"(?<![\w*])[*_]{1,3}(?=\w)|(?<=[\w.,!?:;)\]])[*_]{1,3}(?![\w*])|(?:(?<=\s)|^)[*_]{2,}(?=\s|$)"
+)
 _EMOJI_CODE = re.compile(r":[a-z0-9_+\-]+:")
 _SCHEMELESS = re.compile(r"^(?:www\.)?[a-z0-9-]+(?:\.[a-z0-9-]+)*\.([a-z]{2,12})(?:[/?#:]|$)", re.I)
 _FILE_EXTENSIONS = frozenset(

@@ -23,10 +23,12 @@ _TARGET = re.compile(r" <(?:https?|mailto):[^>\s]*>")
 _CODE = re.compile(r"`[^`]*`")
 _MARKUP = re.compile(
     r"\{\{|\}\}|\{%|%\}|\{:|\{\}|\]\(|\]\[|!\[|\[\^|</?[A-Za-z][A-Za-z0-9-]*(?:\s[^>]*)?>|"
-    r"(?<![\w*])\*{1,2}(?=\w)|(?<=\w)\*{1,2}(?![\w*])|(?<![\w])_{1,2}(?=[A-Za-z])|(?<=[A-Za-z.,])_{1,2}(?![\w])|"
+    r"(?<![\w*])\*{1,2}(?=\w)|(?<=[\w:;.,!?])\*{1,2}(?![\w*])|(?<![\w])_{1,2}(?=[A-Za-z])|"
+    r"(?<=[A-Za-z.,:;])_{1,2}(?![\w])|(?:(?<=\s)|^)[*_]{2,}(?=\s|$)|"
     r"(?<![\w:]):[a-z][a-z0-9_+-]*:(?![\w:])|&(?:[a-z]+|#\d+|#x[0-9a-f]+);",
     re.I,
 )
+_SMILEY = re.compile(r"\s*[:;8]-?[)(DPp]$")
 _ENDS = (".", "!", "?", "…", '"', "”", "’", "'", ")", ".)")
 ADVICE = {
     "empty": "no prose found: add an `excerpt:` to the front matter",
@@ -57,9 +59,10 @@ def problems(item: Item) -> list[tuple[str, str]]:
             found.append(("dangling colon", ""))
             break
     last = paragraphs[-1]
-    if not last.startswith("- ") and not _TARGET.sub("", last).rstrip().endswith(_ENDS):
+    last = _SMILEY.sub("", _TARGET.sub("", last).rstrip())
+    if not paragraphs[-1].startswith("- ") and re.search(r"[\w,;:–—-]\)?$", last):
         found.append(("no sentence end", ""))
-    if any(strip_greeting(p) for p in paragraphs) or re.search(r"[,:;!]\s*;", text):
+    if any(strip_greeting(p) for p in paragraphs) or re.search(r"[,:;!]\s*;(?![-)(DP])", text):
         found.append(("paragraphs merged", ""))
     return found
 
