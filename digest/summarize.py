@@ -57,6 +57,8 @@ _SCAN_ATTEMPTS = 3
 _HUGE_PARAGRAPH = 6_000
 _LETTER = re.compile(r"[^\W\d_]")
 _BARE_URL = re.compile(r"(?:[a-z][a-z+.-]*:|www\.|//)\S+$", re.I)
+# A list item that only names what its nested list is about: "**deps**:", "cluster".
+_LABEL_ITEM = re.compile(r"^[*_`]*[\w./, -]{1,30}?[*_`]*:?[*_`]*$")
 _TABLE_PART = re.compile(r"\s*</?(?:t[dhr]|tbody|thead|tfoot|caption|colgroup|col)\b", re.I)
 _INTRODUCES = re.compile(r"\b(?:following|these|below)\b[^.!?:]{0,40}\.$", re.I)
 _PLAIN_MARKUP = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|[*_`]+|<[^>]+>")
@@ -195,9 +197,12 @@ def _blocks(text: str) -> Iterator[_Block]:
                         items.append(t.content)
                     elif not items[-1]:
                         items[-1] = t.content
-                    elif items[-1].rstrip("*_ ").endswith(":") and "\n" not in items[-1]:
+                    elif "\n" not in items[-1] and (
+                        items[-1].rstrip("*_ ").endswith(":") or _LABEL_ITEM.match(items[-1])
+                    ):
                         # "**deps**:" with the change in a nested list: one line, as written
-                        items[-1] += " " + t.content
+                        sep = " " if items[-1].rstrip("*_ ").endswith(":") else ": "
+                        items[-1] += sep + t.content
                 j += 1
             yield _Block("quote" if quote else "list", items=[item for item in items if item])
             i = j + 1
@@ -242,7 +247,7 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
                         paragraphs.append(prose)
                 elif kind == "li" and first_list is None and not lead.parts:
                     items = [normalise(r) for k, r in html_parts if k == "li"][: MAX_LIST_ITEMS + 1]
-                    first_list = None if _link_list(items) else items
+                    first_list = None if not items or _link_list(items) else items
                 elif kind == "heading" and lead.parts:
                     return lead, True
         elif block.kind == "list":
@@ -250,7 +255,7 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
                 return lead, True
             if first_list is None:
                 items = _list_runs(block.items, ctx)
-                first_list = None if _link_list(items) else items
+                first_list = None if not items or _link_list(items) else items
             continue
         elif block.kind == "quote":
             if lead.parts:
@@ -431,9 +436,13 @@ def _thanks(runs: list[Run]) -> bool:
 
 
 def _link_label(runs: list[Run]) -> bool:
-    """A few words that are all link text ("Roadmap", "Meeting page"): a pointer, not prose."""
+    """A few words that are all link text ("Roadmap", "Meeting page"), or a paragraph that is
+    mostly links ("Languages: DE, ES, FR"): a pointer, not prose."""
     words = plain(runs).split()
-    return len(words) <= 6 and all(not t.strip() or any(k == "a" for k, _ in m) for t, m in runs)
+    if len(words) <= 6 and all(not t.strip() or any(k == "a" for k, _ in m) for t, m in runs):
+        return True
+    links = [t for t, m in runs if any(k == "a" for k, _ in m)]
+    return len(links) >= 3 and sum(len(t.split()) for t in links) * 2 >= len(words)
 
 
 def _mostly_urls(source: str) -> bool:

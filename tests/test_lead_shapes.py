@@ -312,3 +312,13 @@ def test_markdown_inside_a_broken_html_table_is_not_a_lead() -> None:
 def test_a_bold_line_closed_on_the_next_line_leaves_no_stars() -> None:
     item = lead("**A Professional Distribution for Developers and Users\n**\n\n" + REAL)
     assert "*" not in item.lead_text
+
+
+def test_changelog_label_items_take_their_nested_line_and_link_paragraphs_are_passed_over() -> None:
+    body = "- **cluster**\n  - add cwd to cluster.settings (cjihrig)\n- **http, tls**:\n  - IPv6 support\n"
+    assert (
+        lead(body).lead_text
+        == "- cluster: add cwd to cluster.settings (cjihrig)\n\n- http, tls: IPv6 support"
+    )
+    langs = "(Languages: [DE](https://de.example/), [ES](https://es.example/), [FR](https://fr.example/))"
+    assert lead(f"{langs}\n\n{REAL}").lead_text == REAL
