@@ -106,8 +106,11 @@ def summarize(
     lead = Lead()
     if post.excerpt:
         lead = _find_lead(post.excerpt, ctx)
-    if not lead.parts:
-        lead = _find_lead(post.body, ctx)
+    if not lead.parts or lead.fallback:  # an excerpt that is only a notice: the body may do better
+        credits = list(ctx.credits)
+        from_body = _find_lead(post.body, ctx)
+        lead = from_body if from_body.parts and not (from_body.fallback and lead.parts) else lead
+        ctx.credits[:0] = credits
     no_prose = all(kind == "li" for kind, _ in lead.parts)  # nothing, or only a list
     if (no_prose or lead.fallback) and post.description:
         credits = list(ctx.credits)

@@ -322,3 +322,16 @@ def test_changelog_label_items_take_their_nested_line_and_link_paragraphs_are_pa
     )
     langs = "(Languages: [DE](https://de.example/), [ES](https://es.example/), [FR](https://fr.example/))"
     assert lead(f"{langs}\n\n{REAL}").lead_text == REAL
+
+
+def test_an_excerpt_that_is_only_a_notice_gives_way_to_the_body() -> None:
+    post = Post(
+        path="p.md",
+        title="T",
+        date=datetime(2026, 1, 8, tzinfo=ZoneInfo("UTC")),
+        categories=(),
+        body=f"This blog is part of a series of technical posts about Leap.\n\n<!--more-->\n\n{REAL}",
+        slug="p",
+        excerpt="This blog is part of a series of technical posts about Leap.",
+    )
+    assert summarize(post, url=URL).lead_text == REAL
