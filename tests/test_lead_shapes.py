@@ -335,3 +335,11 @@ def test_an_excerpt_that_is_only_a_notice_gives_way_to_the_body() -> None:
         excerpt="This blog is part of a series of technical posts about Leap.",
     )
     assert summarize(post, url=URL).lead_text == REAL
+
+
+@pytest.mark.parametrize(
+    "dateline",
+    ["NODE.JS INTERACTIVE 2015, PORTLAND, OR. — ", "SAN FRANCISCO, Jan. 8, 2026 — ", "March 3, 2020 - "],
+)
+def test_a_press_release_dateline_is_dropped_from_the_first_sentence(dateline: str) -> None:
+    assert lead(dateline + REAL).lead_text == REAL

@@ -61,6 +61,10 @@ _DATELINE = re.compile(
     re.I,
 )
 _DATELINE_PREFIX = re.compile(rf"^(?:[A-Z][A-Z .'-]{{2,30}},\s*)?{_DATE}\s*[—–:-]+\s+", re.I)
+# A press release's "SAN FRANCISCO, Jan. 8, 2026 —" or "NODE.JS INTERACTIVE 2015, PORTLAND, OR. —".
+_PLACE_DATELINE = re.compile(
+    r"^(?-i:[A-Z][A-Z0-9 .,'’&/-]{3,80}?)(?:,\s*[A-Za-z0-9 .,]{3,30}?)?\s*(?:[—–]|--)\s+"
+)
 _POINTER = re.compile(
     r"^\W*(?:please\s+)?(?:read|see|check\s+out|view|find|visit|head\s+(?:over\s+)?to|go\s+to|refer\s+to|"
     r"take\s+a\s+look\s+at|have\s+a\s+look\s+at|for\s+(?:the\s+)?(?:full|complete|detailed|more|all))\b"
@@ -123,7 +127,7 @@ def strip_greeting(text: str) -> int:
 
 def strip_dateline(text: str) -> int:
     """Characters of a dateline ("March 3, 2020 - ") at the start of a paragraph, else 0."""
-    match = _DATELINE_PREFIX.match(text)
+    match = _DATELINE_PREFIX.match(text) or _PLACE_DATELINE.match(text)
     return match.end() if match is not None and len(text) - match.end() >= 20 else 0
 
 
