@@ -36,7 +36,8 @@ from frontmatter.default_handlers import SafeLoader, YAMLHandler
 
 from digest.config import category_key
 from digest.errors import ConfigError, PostError
-from digest.model import LoadResult, Post, Skip
+from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
+from digest.model import LoadResult, Post, PostImage, Skip
 from digest.post_dates import _DATE_TEXT as DATE_TEXT
 from digest.post_dates import Notice, file_date, parse_date_text, post_date
 from digest.sites import fields, hugo, jekyll
@@ -56,7 +57,8 @@ _RACY_NS = 2_000_000_000
 # `title: 1.10` 1.1 and `slug: 12:30` 750.
 _TEXT_KEYS = frozenset(
     {"title", "slug", "category", "categories", "excerpt", "excerpt_separator", "permalink"}
-    | {"source_url", "source_site", "author", "authors", "url", "summary", "description", *fields.IMAGE_KEYS}
+    | {"source_url", "source_site", "author", "authors", "url", "summary", "description"}
+    | FRONT_MATTER_KEYS
 )
 _USED_KEYS = _TEXT_KEYS | {"date", "published", "draft"}
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -332,7 +334,7 @@ def parse_post(
         permalink=_text(meta.get("permalink")) or _text(meta.get("url")),  # Hugo spells it url
         content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
         author=fields.author(meta),
-        image=fields.image(meta),
+        image=image_from_front_matter(meta),
         description=_text(meta.get("description")),
     )
     return post, tuple(warnings)
@@ -390,7 +392,7 @@ def _parse_file(path: str | Path, rel: str, st: os.stat_result, tz: ZoneInfo, se
     if isinstance(post, Post) and post.image is None and hugo.is_bundle(rel):
         picture = hugo.bundle_image(os.path.dirname(path))
         if picture:
-            entry.result = dataclasses.replace(post, image=picture)
+            entry.result = dataclasses.replace(post, image=PostImage(picture))
     return entry
 
 

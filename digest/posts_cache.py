@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import digest.images
 import digest.post_dates
 import digest.posts
 import digest.sites.fields
@@ -22,7 +23,14 @@ log = logging.getLogger("digest.posts")
 
 def code_stamp() -> tuple[tuple[int, int], ...]:
     """Parsed posts depend on the loader's code: a changed loader must not reuse old results."""
-    modules = (digest.posts, digest.post_dates, digest.sites.fields, digest.sites.hugo, digest.sites.jekyll)
+    modules = (
+        digest.posts,
+        digest.post_dates,
+        digest.images,
+        digest.sites.fields,
+        digest.sites.hugo,
+        digest.sites.jekyll,
+    )
     stamps = []
     for module in modules:
         st = os.stat(str(module.__file__))

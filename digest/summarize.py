@@ -41,7 +41,8 @@ from digest.lead.output import (
     plain,
     render,
 )
-from digest.model import Item, Post
+from digest.model import Item, Post, PostImage
+from digest.sites.hugo import is_bundle
 
 __all__ = ["DEFAULT_MIN_WORDS", "ELLIPSIS", "summarize"]
 
@@ -131,16 +132,19 @@ def summarize(
         source_url=post.source_url,
         source_site=post.source_site,
         author=author,
-        image=_image_url(post.image, url),
+        image=_image_url(post.image, post.path, url),
     )
 
 
-def _image_url(image: str | None, url: str) -> str | None:
-    """The post's image as an absolute http(s) URL (a bundle's file sits beside its page)."""
-    if not image:
+def _image_url(image: PostImage | None, path: str, url: str) -> PostImage | None:
+    """A page bundle's own picture (``featured.png`` beside ``index.md``) sits under the page's
+    URL; any other image is resolved against the site by the pipeline (digest.images)."""
+    if image is None or not is_bundle(path) or image.url.startswith(("/", "http:", "https:")):
         return None
-    absolute = urljoin(url, image.strip().replace(" ", "%20"))
-    return absolute if absolute.startswith(("https://", "http://")) else None
+    absolute = urljoin(url, image.url.strip().replace(" ", "%20"))
+    if not absolute.startswith("https://"):
+        return None
+    return PostImage(absolute, image.alt, image.width, image.height)
 
 
 # --- finding the lead ------------------------------------------------------------------------------

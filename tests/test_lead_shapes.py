@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.lead.rubric import problems
-from digest.model import Item, Post
+from digest.model import Item, Post, PostImage
 from digest.summarize import summarize
 
 URL = "https://example.com/blog/2026/01/08/post.html"
@@ -175,19 +175,24 @@ def test_a_link_without_a_scheme_is_https_not_a_page_of_the_site() -> None:
     assert '<a href="https://github.com/acme/x">GitHub</a>' in item.lead_html
 
 
-def test_image_becomes_an_absolute_url() -> None:
-    post = Post(
-        path="p/index.md",
-        title="T",
-        date=datetime(2026, 1, 8, tzinfo=ZoneInfo("UTC")),
-        categories=(),
-        body=REAL,
-        slug="p",
-        image="featured.png",
+def test_a_bundle_image_is_under_the_page_url_others_are_left_to_the_pipeline() -> None:
+    def item(path: str, image: str) -> Item:
+        post = Post(
+            path=path,
+            title="T",
+            date=datetime(2026, 1, 8, tzinfo=ZoneInfo("UTC")),
+            categories=(),
+            body=REAL,
+            slug="p",
+            image=PostImage(image, "alt"),
+        )
+        return summarize(post, url="https://example.com/news/p/")
+
+    assert item("p/index.md", "featured.png").image == PostImage(
+        "https://example.com/news/p/featured.png", "alt"
     )
-    assert (
-        summarize(post, url="https://example.com/news/p/").image == "https://example.com/news/p/featured.png"
-    )
+    assert item("p/index.md", "/img/a.png").image is None  # site-relative: digest.images resolves it
+    assert item("p.md", "a.png").image is None
 
 
 _WORDS = st.sampled_from(

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from digest.config import config_from_dict
+from digest.model import PostImage
 from digest.permalink import post_url
 from digest.posts import load_posts
 from digest.sites import link_resolver, with_site_config
@@ -91,12 +92,15 @@ def test_hugo_bundles_toml_drafts_urls_images_and_list_pages(hugo_site: Path) ->
     posts = {p.path: p for p in load_posts(news, tz=UTC).posts}
     assert "_index.md" not in posts
     relnotes = posts["0.60.0-relnotes/index.md"]
-    assert (relnotes.slug, relnotes.image) == ("0.60.0-relnotes", "cover.png")
+    assert (relnotes.slug, relnotes.image) == ("0.60.0-relnotes", PostImage("cover.png"))
     bundle = posts["bundle-b/index.md"]
-    assert (bundle.image, bundle.author) == ("featured-hugo.jpg", "Ann, Bo")
+    assert (bundle.image, bundle.author) == (PostImage("featured-hugo.jpg"), "Ann, Bo")
     toml = posts["toml.md"]
     assert (toml.title, toml.published, toml.permalink) == ("Toml", False, "/custom/path/")
-    assert (posts["slugged/index.md"].slug, posts["slugged/index.md"].image) == ("my-slug", "c.png")
+    assert (posts["slugged/index.md"].slug, posts["slugged/index.md"].image) == (
+        "my-slug",
+        PostImage("c.png"),
+    )
 
     config = with_site_config(config_from_dict({}, root=hugo_site), news)
     assert (config.site.base_url, config.site.name) == ("https://gohugo.example", "Hugo News")

@@ -1,10 +1,12 @@
-"""Front-matter fields that Jekyll themes and Hugo sites spell in several ways: author and image."""
+"""Front-matter fields that Jekyll themes and Hugo sites spell in several ways: the author.
+
+(The image is digest.images' job.)
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-IMAGE_KEYS = ("image", "images", "feature_image", "featured_image", "cover", "thumbnail", "og_image")
 AUTHOR_KEYS = ("author", "authors")
 
 
@@ -26,31 +28,3 @@ def _names(value: Any) -> list[str]:
     if isinstance(value, list | tuple):
         return [n for item in value for n in _names(item)]
     return []
-
-
-def image(meta: dict[str, Any]) -> str | None:
-    """The post's picture: the first of ``image``, ``images[0]``, ``feature_image``, ``cover``...
-
-    ``cover`` and ``image`` may be tables (``{image: x.png}``, ``{path: ..}``, ``{url: ..}``).
-    """
-    for key in IMAGE_KEYS:
-        found = _image_value(meta.get(key))
-        if found:
-            return found
-    return None
-
-
-def _image_value(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, list | tuple):
-        for item in value:
-            found = _image_value(item)
-            if found:
-                return found
-    if isinstance(value, dict):
-        for key in ("image", "src", "path", "url", "feature", "featured"):
-            found = _image_value(value.get(key))
-            if found:
-                return found
-    return None
