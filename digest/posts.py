@@ -37,7 +37,7 @@ from frontmatter.default_handlers import SafeLoader, YAMLHandler
 from digest.config import category_key
 from digest.errors import ConfigError, PostError
 from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
-from digest.model import LoadResult, Post, PostImage, Skip
+from digest.model import LoadResult, Post, Skip
 from digest.post_dates import _DATE_TEXT as DATE_TEXT
 from digest.post_dates import Notice, file_date, parse_date_text, post_date
 from digest.sites import fields, hugo, jekyll
@@ -389,10 +389,10 @@ def _parse_file(path: str | Path, rel: str, st: os.stat_result, tz: ZoneInfo, se
         return _Entry(st.st_size, st.st_mtime_ns, "", Skip(rel, exc.reason), ())
     entry = _entry_from_bytes(raw, rel, st.st_size, st.st_mtime_ns, tz, separator)
     post = entry.result
-    if isinstance(post, Post) and post.image is None and hugo.is_bundle(rel):
-        picture = hugo.bundle_image(os.path.dirname(path))
-        if picture:
-            entry.result = dataclasses.replace(post, image=PostImage(picture))
+    if isinstance(post, Post) and hugo.is_bundle(rel):
+        image = hugo.bundle_resource(os.path.dirname(path), post.image)
+        if image != post.image:
+            entry.result = dataclasses.replace(post, image=image)
     return entry
 
 

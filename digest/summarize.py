@@ -139,7 +139,7 @@ def summarize(
 def _image_url(image: PostImage | None, path: str, url: str) -> PostImage | None:
     """A page bundle's own picture (``featured.png`` beside ``index.md``) sits under the page's
     URL; any other image is resolved against the site by the pipeline (digest.images)."""
-    if image is None or not is_bundle(path) or image.url.startswith(("/", "http:", "https:")):
+    if image is None or not is_bundle(path) or not image.url.startswith("./"):
         return None
     absolute = urljoin(url, image.url.strip().replace(" ", "%20"))
     if not absolute.startswith("https://"):

@@ -188,10 +188,11 @@ def test_a_bundle_image_is_under_the_page_url_others_are_left_to_the_pipeline() 
         )
         return summarize(post, url="https://example.com/news/p/")
 
-    assert item("p/index.md", "featured.png").image == PostImage(
+    assert item("p/index.md", "./featured.png").image == PostImage(
         "https://example.com/news/p/featured.png", "alt"
     )
     assert item("p/index.md", "/img/a.png").image is None  # site-relative: digest.images resolves it
+    assert item("p/index.md", "images/poster.png").image is None  # Hugo's static/: the site's path
     assert item("p.md", "a.png").image is None
 
 

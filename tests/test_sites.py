@@ -75,6 +75,7 @@ def hugo_site(tmp_path: Path) -> Path:
     news = root / "content" / "news"
     write(news / "_index.md", "---\ntitle: News\n---\nList page.\n")
     write(news / "0.60.0-relnotes/index.md", "---\ndate: 2026-01-05\nimages: [cover.png]\n---\nGoldmark.\n")
+    (news / "0.60.0-relnotes" / "cover.png").write_bytes(b"\x89PNG")
     write(news / "bundle-b/index.md", "---\ndate: 2026-01-06\nauthors: [Ann, Bo]\n---\nB.\n")
     (news / "bundle-b" / "featured-hugo.jpg").write_bytes(b"\xff\xd8")
     write(
@@ -92,9 +93,9 @@ def test_hugo_bundles_toml_drafts_urls_images_and_list_pages(hugo_site: Path) ->
     posts = {p.path: p for p in load_posts(news, tz=UTC).posts}
     assert "_index.md" not in posts
     relnotes = posts["0.60.0-relnotes/index.md"]
-    assert (relnotes.slug, relnotes.image) == ("0.60.0-relnotes", PostImage("cover.png"))
+    assert (relnotes.slug, relnotes.image) == ("0.60.0-relnotes", PostImage("./cover.png"))
     bundle = posts["bundle-b/index.md"]
-    assert (bundle.image, bundle.author) == (PostImage("featured-hugo.jpg"), "Ann, Bo")
+    assert (bundle.image, bundle.author) == (PostImage("./featured-hugo.jpg"), "Ann, Bo")
     toml = posts["toml.md"]
     assert (toml.title, toml.published, toml.permalink) == ("Toml", False, "/custom/path/")
     assert (posts["slugged/index.md"].slug, posts["slugged/index.md"].image) == (

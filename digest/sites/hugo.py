@@ -10,6 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from digest.model import PostImage
+
 _TOML_FRONT = re.compile(r"\A\+\+\+[ \t]*\n(.*?)\n\+\+\+[ \t]*(?:\n|\Z)", re.S)
 _BUNDLE_IMAGE = re.compile(
     r"^(?:featured|cover|thumbnail|feature)[^/]*\.(?:png|jpe?g|gif|webp|avif|svg)$", re.I
@@ -55,13 +57,22 @@ def bundle_slug(rel: str) -> str:
     return rel.rsplit("/", 2)[-2]
 
 
-def bundle_image(folder: str) -> str | None:
-    """A bundle's ``featured*`` (or cover/thumbnail) picture, relative to the page."""
+def bundle_resource(folder: str, image: PostImage | None) -> PostImage | None:
+    """A bundle's picture as a page resource: the front matter's image when it names a file in
+    the bundle, else the bundle's ``featured*`` (or cover/thumbnail) file. A page resource's URL
+    is marked ``./name``: it sits under the page's URL (summarize resolves it), where other
+    image paths are the site's (digest.images resolves those)."""
     try:
         names = sorted(os.listdir(folder))
     except OSError:
-        return None
-    return next((name for name in names if _BUNDLE_IMAGE.match(name)), None)
+        return image
+    if image is not None:
+        name = image.url.strip()
+        if "/" not in name and name in names:
+            return PostImage("./" + name, image.alt, image.width, image.height)
+        return image
+    found = next((name for name in names if _BUNDLE_IMAGE.match(name)), None)
+    return PostImage("./" + found) if found else None
 
 
 def read_config(path: Path, section: str = "") -> dict[str, str]:
