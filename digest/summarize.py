@@ -60,6 +60,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 _BARE_URL = re.compile(r"(?:[a-z][a-z+.-]*:|www\.|//)\S+$", re.I)
 # A list item that only names what its nested list is about: "**deps**:", "cluster".
 _LABEL_ITEM = re.compile(r"^[*_`]*[\w./, -]{1,30}?[*_`]*:?[*_`]*$")
+_ASIDE = re.compile(r"\b(?:series|originally|cross-?post|translat\w+|guest|part \w+ of|updated)\b", re.I)
 _TABLE_PART = re.compile(r"\s*</?(?:t[dhr]|tbody|thead|tfoot|caption|colgroup|col)\b", re.I)
 _INTRODUCES = re.compile(r"\b(?:following|these|below)\b[^.!?:]{0,40}\.$", re.I)
 _PLAIN_MARKUP = re.compile(r"!?\[([^\]]*)\]\([^)]*\)|[*_`]+|<[^>]+>")
@@ -282,14 +283,14 @@ def _collect(blocks: list[_Block], ctx: _Context, whole: bool) -> tuple[Lead, bo
             lead.parts.append(("p", runs))
             if _INTRODUCES.search(plain(runs)) and following is not None and following.kind == "list":
                 items = _list_runs(following.items, ctx)
-                if items:
+                if items and not _link_list(items):
                     _add_items(lead, items)  # "...for the following issues."
                     return lead, True
             if plain(runs).endswith(":"):
                 if following is None and not whole:
                     return lead, False
                 items = _list_runs(following.items, ctx) if following and following.kind == "list" else []
-                if items and runs is paragraphs[-1]:
+                if items and not _link_list(items) and runs is paragraphs[-1]:
                     _add_items(lead, items)
                     return lead, True
                 _drop_colon_sentence(lead)
@@ -402,7 +403,7 @@ def _prose_runs(runs: list[Run], ctx: _Context) -> list[Run] | None:
         return None
     if kind in ("greeting", "dateline"):
         return None
-    soft = kind in ("pointer", "notice", "footer") or _link_label(runs) or _thanks(runs)
+    soft = kind in ("pointer", "notice", "footer") or _link_label(runs) or _thanks(runs) or _aside(runs)
     skip = strip_greeting(text) or strip_dateline(text)
     if skip:
         runs = cut_runs(runs, skip)
@@ -434,6 +435,12 @@ def _link_list(items: list[list[Run]]) -> bool:
         return in_links * 2 >= words
 
     return bool(items) and sum(map(linked, items)) * 2 > len(items)
+
+
+def _aside(runs: list[Run]) -> bool:
+    """An italic paragraph about the post itself ("_This is the second post in a series..._")."""
+    italic = all(not t.strip() or EM in marks for t, marks in runs)
+    return italic and bool(_ASIDE.search(plain(runs)))
 
 
 def _thanks(runs: list[Run]) -> bool:

@@ -349,3 +349,9 @@ def test_an_excerpt_that_is_only_a_notice_gives_way_to_the_body() -> None:
 )
 def test_a_press_release_dateline_is_dropped_from_the_first_sentence(dateline: str) -> None:
     assert lead(dateline + REAL).lead_text == REAL
+
+
+def test_an_italic_series_note_and_a_colon_before_a_list_of_links_are_passed_over() -> None:
+    assert lead(f"_This is the second post in a series on storage._\n\n{REAL}").lead_text == REAL
+    body = f"{REAL} Further reading:\n\n- [One](https://a.example/)\n- [Two](https://b.example/)\n"
+    assert lead(body).lead_text == REAL

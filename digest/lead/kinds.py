@@ -36,7 +36,7 @@ _NOTICE = re.compile(
 )
 _NOTICE_SENTENCE = re.compile(
     r"^\W*(?:this\s+(?:post|article|blog(?:\s+post)?|entry|piece|story|is\s+a\s+cross-?post)\b.{0,80}?"
-    r"\b(?:originally|first|cross-?posted|republished|re-?posted|translated|updated|part of)"
+    r"\b(?:originally|first|cross-?posted|republished|re-?posted|translated|translation|updated|part of)"
     r"|(?:originally|first)\s+(?:published|posted|appeared)|cross-?posted\s+(?:from|on)"
     r"|(?:re-?posted|republished|reprinted|cross-?posted)\s+(?:from|with|on|by)\b)",
     re.I,
