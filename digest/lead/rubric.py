@@ -59,8 +59,9 @@ def problems(item: Item) -> list[tuple[str, str]]:
             found.append(("dangling colon", ""))
             break
     last = paragraphs[-1]
-    last = _SMILEY.sub("", _TARGET.sub("", last).rstrip())
-    if not paragraphs[-1].startswith("- ") and re.search(r"[\w,;:–—-]\)?$", last):
+    last = _TARGET.sub("", last).rstrip()
+    ended = bool(_SMILEY.search(last))  # ":-)" ends a sentence as well as a full stop does
+    if not paragraphs[-1].startswith("- ") and not ended and re.search(r"[\w,;:–—-]\)?$", last):
         found.append(("no sentence end", ""))
     if any(strip_greeting(p) for p in paragraphs) or re.search(r"[,:;!]\s*;(?![-)(DP])", text):
         found.append(("paragraphs merged", ""))
