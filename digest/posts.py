@@ -32,7 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from frontmatter.default_handlers import SafeLoader, YAMLHandler
+from frontmatter.default_handlers import YAMLHandler
 
 from digest.config import category_key
 from digest.errors import ConfigError, PostError
@@ -40,7 +40,9 @@ from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
 from digest.model import LoadResult, Post, Skip
 from digest.post_dates import _DATE_TEXT as DATE_TEXT
 from digest.post_dates import Notice, file_date, parse_date_text, post_date
+from digest.safe_yaml import SafeLoader  # aliases and nesting bounded (billion laughs, cycles)
 from digest.sites import fields, hugo, jekyll
+from digest.textclean import clean_post_fields, clean_post_text
 
 __all__ = ["load_posts", "parse_date_text", "parse_post", "read_post"]
 
@@ -188,7 +190,7 @@ def _simple_front_matter(fm: str) -> dict[str, Any] | None:
             if name not in _USED_KEYS:
                 continue
             typed = name not in _TEXT_KEYS and value is not None
-            if typed and (isinstance(value, _BlockList) or not _simple_typed_ok(name, value)):
+            if typed and (not isinstance(value, str) or not _simple_typed_ok(name, value)):
                 return None
             result[key] = value
     except _NotSimple:
@@ -303,6 +305,7 @@ def parse_post(
         raise PostError(rel, "empty file")
     text = _decode(raw, warnings)
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    text = clean_post_text(text, warnings)  # no stage sees a character email cannot carry
     meta, body = _split(text, rel)
     stem = rel.rsplit("/", 1)[-1]
     stem = stem[: stem.rfind(".")] if "." in stem else stem
@@ -337,6 +340,7 @@ def parse_post(
         image=image_from_front_matter(meta),
         description=_text(meta.get("description")),
     )
+    post = clean_post_fields(post, warnings)  # YAML escapes make characters too; categories capped
     return post, tuple(warnings)
 
 
@@ -402,6 +406,11 @@ def _entry_from_bytes(raw: bytes, rel: str, size: int, mtime_ns: int, tz: ZoneIn
         post, notices = parse_post(raw, rel, tz=tz, excerpt_separator=separator, content_hash=digest)
     except PostError as exc:
         return _Entry(size, mtime_ns, digest, Skip(rel, exc.reason), ())
+    except (RecursionError, MemoryError, ValueError, TypeError, AttributeError, LookupError) as exc:
+        # A reader bug on one odd file must not stop the edition: skip it, naming the error.
+        log.debug("%s: unexpected error reading the post", rel, exc_info=True)
+        reason = f"cannot be read ({type(exc).__name__}: {exc}); please report this file"
+        return _Entry(size, mtime_ns, digest, Skip(rel, reason), ())
     return _Entry(size, mtime_ns, digest, post, notices)
 
 

@@ -14,9 +14,11 @@ from typing import Any
 import digest.images
 import digest.post_dates
 import digest.posts
+import digest.safe_yaml
 import digest.sites.fields
 import digest.sites.hugo
 import digest.sites.jekyll
+import digest.textclean
 
 log = logging.getLogger("digest.posts")
 
@@ -30,6 +32,8 @@ def code_stamp() -> tuple[tuple[int, int], ...]:
         digest.sites.fields,
         digest.sites.hugo,
         digest.sites.jekyll,
+        digest.textclean,
+        digest.safe_yaml,
     )
     stamps = []
     for module in modules:

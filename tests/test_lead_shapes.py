@@ -355,3 +355,15 @@ def test_an_italic_series_note_and_a_colon_before_a_list_of_links_are_passed_ove
     assert lead(f"_This is the second post in a series on storage._\n\n{REAL}").lead_text == REAL
     body = f"{REAL} Further reading:\n\n- [One](https://a.example/)\n- [Two](https://b.example/)\n"
     assert lead(body).lead_text == REAL
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["{{<" * 50_000, "{{< note >}}" * 30_000, "{{% alert %}}x" * 30_000 + "{{% /alert %}}", "![a](" * 50_000],
+)
+def test_unclosed_hugo_shortcodes_and_images_cost_milliseconds(body: str) -> None:
+    import time
+
+    started = time.process_time()
+    lead(body)
+    assert time.process_time() - started < 1.0
