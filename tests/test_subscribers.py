@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from digest import subscribers as subs
 from digest.errors import StoreError
-from digest.subscribers import lifecycle
 from digest.store import subscriber_categories, subscribers, subscription_events
+from digest.subscribers import lifecycle
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -240,13 +241,17 @@ class WebApp:
             )
         email, names, name = read.email, read.names, read.name
         # Whatever the address's state, the answer is this page, by this path: the look-up, the
-        # write and the email happen on the job thread after it has gone (digest.web.jobs).
-        self.jobs.put(lambda: self._subscribe_and_mail(email, names, name))
-        return self.render(
+        # write and the email happen on the job thread (digest.web.jobs), queued only once the
+        # answer has been sent, so they cannot compete with writing it.
+        response = self.render(
             request,
             "subscribe_sent.html",
             {"email": email, "confirm_hours": self.config.web.confirm_hours},
         )
+        response.background = BackgroundTask(
+            self.jobs.put, lambda: self._subscribe_and_mail(email, names, name)
+        )
+        return response
 
     def _subscribe_and_mail(self, email: str, names: list[str], name: str) -> None:
         """The job behind every accepted form: record the request, then send its email (if any)."""
