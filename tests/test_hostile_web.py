@@ -345,3 +345,44 @@ def test_signed_preferences_for_any_address_never_500(
         f"/preferences/{token}", data={"action": action, "category": ["News"], "csrf_token": token_of(client)}
     )
     assert response.status_code < 500, response.text[:300]
+
+
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "multipart/form-data; boundary=x",
+        "application/json",
+        "text/plain; charset=utf-16",
+        "application/x-www-form-urlencoded; charset=latin-1",
+        "",
+    ]
+)
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(
+        ["/subscribe", "/confirm/x", "/preferences/x", "/unsubscribe/x", "/webhooks/sendgrid", "/"]
+    ),
+    content_type=CONTENT_TYPES,
+    body=st.binary(max_size=300)
+    | st.sampled_from(
+        [b"email=%ff%fe&category=News", b"--x\r\nContent-Disposition: form-data\r\n\r\n", b"a=" * 60]
+    ),
+    method=st.sampled_from(["POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+)
+def test_any_raw_request_is_answered_without_a_500(
+    site: dict[str, Any], path: str, content_type: str, body: bytes, method: str
+) -> None:
+    client = site["client"]
+    token = token_of(client)
+    if path != "/webhooks/sendgrid" and content_type.startswith("application/x-www"):
+        body = body + f"&csrf_token={token}".encode()
+    signed_path = path
+    if path.endswith("/x"):
+        purpose = {"/confirm/x": CONFIRM, "/preferences/x": PREFERENCES}.get(path, UNSUBSCRIBE)
+        signed_path = path[:-1] + Signer(SECRET).sign(purpose, "fuzz@example.com")
+    response = client.request(method, signed_path, content=body, headers={"Content-Type": content_type})
+    web_of(client).jobs.join()
+    assert response.status_code < 500, (response.status_code, response.text[:300])
