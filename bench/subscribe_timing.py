@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 KINDS = ("new", "active", "bounced")
@@ -229,6 +230,10 @@ def main() -> None:
     print("known-vs-new accuracy (chance 50%):")
     print(
         f"  from the answer's own time:  threshold {result['threshold_own']:.1%}, 5-NN {result['knn_own']:.1%}"
+    )
+    auc, z = cast(tuple[float, float], result["auc_own"])
+    print(
+        f"  P(a new answer is slower than a known one) {auc:.3f} (0.5 = no signal), z = {z:+.1f} (|z| > 2: a difference)"
     )
     print(
         f"  from the next answer's time: threshold {result['threshold_next']:.1%}, 5-NN {result['knn_next']:.1%}"
