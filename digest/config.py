@@ -256,6 +256,9 @@ _MULTILINE = {
     ("web", "sendgrid_webhook_public_key"),
     ("site", "postal_address"),
     ("categories", "description"),
+    # Jinja templates whose output the renderer folds onto one line (a TOML multi-line string).
+    ("edition", "subject"),
+    ("edition", "preheader"),
 }
 # Keys that must hold one email address (empty allowed where the key is optional).
 _ADDRESS_KEYS = (("sender", "from_email"), ("sender", "reply_to"), ("sender", "unsubscribe_mailto"))

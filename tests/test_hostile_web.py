@@ -386,3 +386,18 @@ def test_any_raw_request_is_answered_without_a_500(
     response = client.request(method, signed_path, content=body, headers={"Content-Type": content_type})
     web_of(client).jobs.join()
     assert response.status_code < 500, (response.status_code, response.text[:300])
+
+
+def test_a_busy_database_is_a_503_that_says_try_again(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from digest.store import DatabaseBusyError
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise DatabaseBusyError("the database is locked by another writer; try again in a minute.")
+
+    monkeypatch.setattr(subs, "get", busy)
+    token = Signer(SECRET).sign(PREFERENCES, "reader@example.com")
+    response = site["client"].get(f"/preferences/{token}")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "60" and "try again in a minute" in response.text

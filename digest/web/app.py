@@ -41,9 +41,11 @@ from digest.config import Config, category_key
 from digest.errors import DigestError, LinkError, StoreError
 from digest.links import CONFIRM, PREFERENCES, UNSUBSCRIBE, LinkMaker, Signer, load_secret
 from digest.model import Subscriber
-from digest.send.base import OutgoingMessage, Sender
+from digest.send.base import Sender
+from digest.store import DatabaseBusyError
 from digest.web.forms import categories_from_form, read_subscribe_form, text_field
 from digest.web.jobs import Jobs
+from digest.web.mail import subscribe_message
 from digest.web.provider import SendGridWebhook, webhook_key
 from digest.web.security import (
     CSP,
@@ -284,28 +286,8 @@ class WebApp:
         if self.resend_limit.hit(key):
             log.info("not re-sending a %s email to %s within the hour", kind, subscriber.email)
             return
-        ctx = {
-            "site_name": self.config.site.name,
-            "lang": self.config.site.language or "en",
-            "postal_address": self.config.site.postal_address,
-            "email": subscriber.email,
-            "topics": self.topic_names(subscriber.categories),
-            "confirm_hours": self.config.web.confirm_hours,
-        }
-        if kind == "confirm":
-            ctx["confirm_url"] = self.links.confirm_url(subscriber.email)
-            subject = f"Confirm your subscription to {self.config.site.name}"
-        else:
-            ctx["preferences_url"] = self.links.preferences_url(subscriber.email)
-            subject = f"You're already subscribed to {self.config.site.name}"
-        message = OutgoingMessage(
-            to=subscriber.email,
-            subject=subject,
-            html=self.env.get_template(f"email_{kind}.html").render(ctx),
-            text=self.env.get_template(f"email_{kind}.txt").render(ctx),
-            headers={"Auto-Submitted": "auto-generated"},
-            categories=(f"digest-{kind}",),
-        )
+        topics = self.topic_names(subscriber.categories)
+        message = subscribe_message(self.config, self.env, self.links, subscriber, kind, topics)
         try:
             self.sender.send_one(message)
         except DigestError as exc:
@@ -526,6 +508,17 @@ class WebApp:
         headers = getattr(exc, "headers", None) or {}
         return self.error(request, status, heading, message, headers=headers)
 
+    async def busy(self, request: Request, exc: Exception) -> Response:
+        """Another writer holds the database (DatabaseBusyError): passing, so 503 and try again."""
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return self.error(
+            request,
+            503,
+            "We're busy for a moment",
+            "Nothing has been changed. Please try again in a minute.",
+            headers={"Retry-After": "60"},
+        )
+
     async def server_error(self, request: Request, exc: Exception) -> Response:
         if isinstance(exc, DigestError):
             log.error("%s %s: %s", request.method, request.url.path, exc)
@@ -581,7 +574,11 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
+        exception_handlers={
+            HTTPException: web.http_error,
+            DatabaseBusyError: web.busy,
+            Exception: web.server_error,
+        },
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, default=MAX_BODY_BYTES, larger={"/webhooks/": WEBHOOK_MAX_BODY_BYTES})
