@@ -401,3 +401,14 @@ def test_a_busy_database_is_a_503_that_says_try_again(
     response = site["client"].get(f"/preferences/{token}")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "60" and "try again in a minute" in response.text
+
+
+@FUZZ
+@given(edition_id=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60))
+def test_any_archive_address_is_answered_without_a_500(site: dict[str, Any], edition_id: str) -> None:
+    from urllib.parse import quote
+
+    client = site["client"]
+    for path in ("/archive", "/archive/feed.xml", f"/archive/{quote(edition_id, safe='')}"):
+        response = client.get(path)
+        assert response.status_code < 500, (path, response.status_code, response.text[:300])

@@ -43,6 +43,7 @@ from digest.links import CONFIRM, PREFERENCES, UNSUBSCRIBE, LinkMaker, Signer, l
 from digest.model import Subscriber
 from digest.send.base import Sender
 from digest.store import DatabaseBusyError
+from digest.web.archive_routes import archive_routes
 from digest.web.forms import categories_from_form, read_subscribe_form, text_field
 from digest.web.jobs import Jobs
 from digest.web.mail import subscribe_message
@@ -572,6 +573,7 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
         ),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
+    routes.extend(archive_routes(config, store))  # past editions: digest/web/archive_routes.py
     app = Starlette(
         routes=routes,
         exception_handlers={
