@@ -28,6 +28,7 @@ from markupsafe import Markup, escape
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import EmptyEditionError, RenderError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, Item, RenderedEdition, Section, Skip
+from digest.textclean import header_text
 from digest.typeset import nowidow, typeset
 
 MJML_TEMPLATE = "edition.mjml.j2"
@@ -193,7 +194,10 @@ class Renderer:
         context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
         context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
         context["contents"], context["contents_text"] = self._contents.render(context)
-        context["subject"] = self._short.render(self._subject, context, "config key edition.subject")
+        # Titles reach the Subject header: plain text, no encoded-word of their own, no bidi controls.
+        context["subject"] = header_text(
+            self._short.render(self._subject, context, "config key edition.subject")
+        )
         context["preheader"] = self._short.render(self._preheader, context, "config key edition.preheader")
         return context
 
