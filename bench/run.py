@@ -779,10 +779,13 @@ def subscriber_db(n: int, seed: int = SEED) -> Path:
     import sqlite3
 
     from digest.store import open_store
+    from digest.subscribers import category_set_label
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"subscribers-{n}-{seed}.db"
+    # v2: subscribers.category_set filled (v1 left it empty, so every reader looked like one set)
+    path = CACHE / f"subscribers-v2-{n}-{seed}.db"
     if path.exists():
+        check_category_sets(path, n)
         return path
     tmp = path.with_suffix(".tmp.db")
     for suffix in ("", "-wal", "-shm"):
@@ -799,22 +802,63 @@ def subscriber_db(n: int, seed: int = SEED) -> Path:
     chunk = 50_000
     for lo in range(1, n + 1, chunk):
         ids = range(lo, min(n, lo + chunk - 1) + 1)
-        db.executemany(
-            "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at, confirmed_at)"
-            " VALUES (?, ?, ?, '', 'active', ?, ?, ?)",
-            ((i, f"reader{i}@example.com", f"reader{i}@example.com", now, now, now) for i in ids),
-        )
-        rows = []
+        rows, subs = [], []
         for i in ids:
             mask = rng.randrange(1, 1 << len(keys))
-            rows.extend((i, keys[b]) for b in range(len(keys)) if mask >> b & 1)
+            mine = [keys[b] for b in range(len(keys)) if mask >> b & 1]
+            rows.extend((i, key) for key in mine)
+            email = f"reader{i}@example.com"
+            subs.append((i, email, email, now, now, now, category_set_label(mine)))
+        db.executemany(
+            "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at, confirmed_at,"
+            " category_set) VALUES (?, ?, ?, '', 'active', ?, ?, ?, ?)",
+            subs,
+        )
         db.executemany("INSERT INTO subscriber_categories (subscriber_id, category_key) VALUES (?, ?)", rows)
         db.commit()
     db.execute("ANALYZE")
     db.commit()
     db.close()
     tmp.rename(path)
+    check_category_sets(path, n)
     return path
+
+
+def expected_category_sets(n: int, categories: int = len(CATEGORIES)) -> int:
+    """How many distinct non-empty sets ``n`` readers with uniform random sets cover (about).
+
+    Every one of the 2**12 - 1 = 4,095 sets once there are many more readers than sets; below
+    that, the expected number of distinct draws (10,000 readers: about 3,720)."""
+    sets = (1 << categories) - 1
+    return round(sets * (1 - (1 - 1 / sets) ** n))
+
+
+def check_category_sets(path: Path, n: int) -> int:
+    """Refuse a subscriber database whose ``category_set`` column does not match its categories.
+
+    A send groups readers by ``subscribers.category_set``; left empty, a million readers look
+    like one set and the send row measures one render instead of 4,095."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        readers, sets, empty = db.execute(
+            "SELECT count(*), count(DISTINCT category_set), sum(category_set = '') FROM subscribers"
+        ).fetchone()
+        (mismatch,) = db.execute(
+            "SELECT count(*) FROM subscribers s WHERE s.category_set != COALESCE((SELECT group_concat(k, ', ')"
+            " FROM (SELECT category_key AS k FROM subscriber_categories c WHERE c.subscriber_id = s.id"
+            " ORDER BY category_key)), '')"
+        ).fetchone()
+    finally:
+        db.close()
+    want = expected_category_sets(n)
+    if readers != n or empty or mismatch or abs(sets - want) > max(3, want // 50):
+        raise RuntimeError(
+            f"{path}: {readers:,} readers over {sets:,} category sets ({empty or 0} empty, {mismatch} not"
+            f" matching their categories); expected {n:,} over about {want:,}. Delete the file to rebuild it."
+        )
+    return int(sets)
 
 
 class FakeServer:
@@ -992,11 +1036,17 @@ def _send_runs(
     return dry, full
 
 
-def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict[str, Any]]) -> list[Figure]:
+def _send_figures(
+    n: int, label: str, dry: list[dict[str, Any]], full: list[dict[str, Any]], sets: int | None = None
+) -> list[Figure]:
     last = full[-1]
     server = last["server"]
     delivered_ok = all(
-        r["server"]["personalizations"] == n and r["server"]["rejected"] == 0 and r["unique"] == n
+        r["server"]["personalizations"] == n
+        and r["server"]["rejected"] == 0
+        and r["server"]["repeated_recipients"] == 0
+        and r["unique"] == n
+        and (sets is None or r["sets"] == sets)
         for r in full
     )
     wall = [r["wall"] for r in full]
@@ -1070,9 +1120,10 @@ def bench_send(sizes: Sequence[int], runs: int, posts_folder: Path, real_max: in
     figures = []
     for n in sizes:
         db = subscriber_db(n)
+        sets = check_category_sets(db, n)
         if n <= real_max:
             dry, full = _send_runs(n, db, posts_folder, runs)
-            figures += _send_figures(n, "delivery.py", dry, full)
+            figures += _send_figures(n, "delivery.py", dry, full, sets)
         else:
             figures.append(
                 Figure(
