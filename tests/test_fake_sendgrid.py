@@ -94,9 +94,7 @@ def test_upload_bandwidth_is_one_shared_link() -> None:
         assert 1.0 <= one < 1.6
         took: list[float] = []
         threads = [
-            threading.Thread(
-                target=lambda e=e: took.append(post(fake.url, body(e, pad=500_000))[2])  # type: ignore[misc]
-            )
+            threading.Thread(target=lambda e=e: took.append(post(fake.url, body(e, pad=500_000))[2]))
             for e in ("b@example.com", "c@example.com")
         ]
         t0 = time.monotonic()
