@@ -284,6 +284,19 @@ def stall_every_5th(ctx: Ctx) -> Outcome:
     return ctx.outcome("stall_every_5th", error=error, stalled=ctx.fake.state.stalled)
 
 
+def stall_forever_every_5th(ctx: Ctx) -> Outcome:
+    """Every 5th request is taken and never answered at all (the connection just hangs)."""
+    ctx.readers(240)
+    ctx.timeout = 1.0
+    ctx.fake.fail_every(5, "stall")
+    error = ""
+    try:
+        ctx.deliver()
+    except Exception as exc:
+        error = repr(exc)
+    return ctx.outcome("stall_forever_every_5th", error=error, stalled=ctx.fake.state.stalled)
+
+
 def storm_429(ctx: Ctx) -> Outcome:
     """A 429 storm: every request for 2 s is refused with X-RateLimit-Reset at its end, then a
     few more single 429s: waits as told, nothing twice, nobody left out."""
@@ -464,6 +477,7 @@ CASES: dict[str, Callable[[Ctx], Outcome]] = {
     "reset_before_every_4th": reset_before_every_4th,
     "reset_after_every_5th": reset_after_every_5th,
     "stall_every_5th": stall_every_5th,
+    "stall_forever_every_5th": stall_forever_every_5th,
     "storm_429": storm_429,
     "storm_500": storm_500,
     "two_runs_one_edition": two_runs_one_edition,
