@@ -82,8 +82,8 @@ def test_round_trip_and_handshake_are_paid(fake: FakeSendGrid) -> None:
         assert conn.getresponse().status == 202
         again = time.monotonic() - t0
         conn.close()
-        assert 0.2 <= again < 0.35
-    assert loopback < 0.2
+        assert 0.2 <= again < 0.4  # a handshake would make it 0.4 or more
+    assert loopback < 0.4
 
 
 def test_upload_bandwidth_is_one_shared_link() -> None:
@@ -91,7 +91,7 @@ def test_upload_bandwidth_is_one_shared_link() -> None:
     link = Link(upload_bytes_per_second=1_000_000)
     with FakeSendGrid(api_key=KEY, link=link) as fake:
         _, _, one = post(fake.url, body("a@example.com", pad=1_000_000))
-        assert 1.0 <= one < 1.6
+        assert 1.0 <= one < 3.0
         took: list[float] = []
         threads = [
             threading.Thread(target=lambda e=e: took.append(post(fake.url, body(e, pad=500_000))[2]))
@@ -103,7 +103,7 @@ def test_upload_bandwidth_is_one_shared_link() -> None:
         for t in threads:
             t.join()
         both = time.monotonic() - t0
-        assert both >= 1.0 and max(took) >= 1.0  # they queued behind each other
+        assert both >= 1.0 and max(took) >= 0.9  # they queued behind each other (each alone: 0.5 s)
         assert min(took) >= 0.5
         assert fake.mail_requests() == 3 and len(fake.log) == 3
 
@@ -113,7 +113,7 @@ def test_stall_accepts_and_never_answers(fake: FakeSendGrid) -> None:
     t0 = time.monotonic()
     with pytest.raises(TimeoutError):
         post(fake.url, body("a@example.com", "b@example.com"), timeout=0.5)
-    assert 0.5 <= time.monotonic() - t0 < 2
+    assert 0.5 <= time.monotonic() - t0 < 5
     # the provider took it: the log says so, though the client never heard
     assert [e.email for e in fake.log] == ["a@example.com", "b@example.com"]
     assert fake.state.stalled == 1
