@@ -13,7 +13,10 @@ half on the way out), a handshake for each new connection, and an upload bandwid
 connections share (bodies queue behind each other as on one uplink). Faults a real network
 makes: ``stall`` (accepted and recorded, the answer never comes or comes after N s: ``late``),
 ``reset_before``/``reset_after`` (a TCP reset before or after the request was accepted),
-periodic faults (``fail_every``: every 5th request stalls) and 429 storms (``storm``).
+periodic faults (``fail_every``: every 5th request stalls) and 429 storms (``storm``). A real
+rate limit (``rate_limit(600, 60)``: the headers count down, then 429 until the window ends),
+and ``max_in_flight``: the most mail/send requests open at once (a bounded window is checked
+against it).
 
 Every accepted personalization is logged (``log``: address, the ``edition`` and ``batch`` of
 its custom_args, the request it came in), so a test asserts from the fake's own record that no
@@ -36,6 +39,7 @@ import collections
 import contextlib
 import itertools
 import json
+import math
 import queue
 import re
 import socket
@@ -182,6 +186,12 @@ class FakeState:
     stalled: int = 0  # requests accepted whose answer was withheld (stall, late, reset_after)
     resets: int = 0
     stopping: threading.Event = field(default_factory=threading.Event)
+    # a real rate limit: (requests, per seconds) in fixed windows; over it, 429 until the window ends
+    rate: tuple[int, float] | None = None
+    rate_window_start: float = 0.0
+    rate_used: int = 0
+    in_flight: int = 0  # mail/send requests being handled now (stalled ones included)
+    max_in_flight: int = 0
     on_accept: Callable[[list[Personalization]], None] | None = None
 
     def delivered(self) -> collections.Counter[str]:
@@ -378,6 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.connections += 1
         state.wait(state.link.round_trip * state.link.handshake_round_trips)
         self._reset = False
+        self._rate_headers: dict[str, str] = {}
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):  # a reset connection has nothing left to flush
@@ -416,8 +427,11 @@ class _Handler(BaseHTTPRequestHandler):
             "X-RateLimit-Limit": str(RATE_LIMIT),
             "X-RateLimit-Remaining": "0" if status == 429 else str(RATE_LIMIT - 1),
             "X-RateLimit-Reset": str(int(time.time()) + 60),
+            **self._rate_headers,
             **(headers or {}),
         }
+        if self._rate_headers and status == 429:  # a rate-limit 429 resets when the window ends
+            all_headers["X-RateLimit-Reset"] = self._rate_headers["X-RateLimit-Reset"]
         for k, v in all_headers.items():
             self.send_header(k, v)
         if data:
@@ -488,6 +502,7 @@ class _Handler(BaseHTTPRequestHandler):
                         "stalled": state.stalled,
                         "resets": state.resets,
                         "connections": state.connections,
+                        "max_in_flight": state.max_in_flight,
                         "problems": [p for _, ps in state.rejected for p in ps][:20],
                     },
                 )
@@ -521,7 +536,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorised():
             return
         if url.path == "/v3/mail/send":
-            self._mail_send(raw)
+            with state.lock:
+                state.in_flight += 1
+                state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                self._rate_headers = {}
+                self._mail_send(raw)
+            finally:
+                with state.lock:
+                    state.in_flight -= 1
         elif url.path == "/v3/mail/batch":
             batch_id = uuid.uuid4().hex
             with state.lock:
@@ -563,6 +586,21 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.server.state
         with state.lock:
             n = next(state.seq)
+            if state.rate is not None:
+                limit, per = state.rate
+                now = time.time()
+                if now >= state.rate_window_start + per:
+                    state.rate_window_start, state.rate_used = now, 0
+                reset = state.rate_window_start + per
+                self._rate_headers = {
+                    "X-RateLimit-Limit": str(limit),
+                    "X-RateLimit-Remaining": str(max(0, limit - state.rate_used - 1)),
+                    "X-RateLimit-Reset": str(math.ceil(reset)),
+                }
+                if state.rate_used >= limit:
+                    self._rate_headers["X-RateLimit-Remaining"] = "0"
+                    return Fault("429", reset - now), n
+                state.rate_used += 1
             if time.time() < state.storm_until:
                 return Fault("429", state.storm_until - time.time()), n
             if state.faults:
@@ -847,6 +885,13 @@ class FakeSendGrid:
         if n < 1:
             raise ValueError("n must be at least 1")
         self.state.every.append((n, Fault(kind, seconds)))
+
+    def rate_limit(self, requests: int, per_seconds: float = 1.0) -> None:
+        """SendGrid's limit for real: at most ``requests`` mail/send requests in each window of
+        ``per_seconds``; the headers count down, and over the limit the answer is 429 with
+        ``X-RateLimit-Reset`` at the window's end (epoch seconds, rounded up)."""
+        self.state.rate = (requests, per_seconds)
+        self.state.rate_window_start, self.state.rate_used = 0.0, 0
 
     def storm(self, seconds: float) -> None:
         """Every mail/send request for the next ``seconds`` gets a 429 whose

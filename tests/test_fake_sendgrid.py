@@ -289,3 +289,30 @@ def test_events_reach_digest_serve_signed(tmp_path: Path, monkeypatch: pytest.Mo
         ("processed", "a@example.com"),
         ("processed", "b@example.com"),
     ]
+
+
+def test_a_real_rate_limit_counts_down_and_resets(fake: FakeSendGrid) -> None:
+    fake.rate_limit(3, per_seconds=1.0)
+    answers = [post(fake.url, body(f"r{i}@example.com")) for i in range(4)]
+    assert [a[0] for a in answers] == [202, 202, 202, 429]
+    assert [a[1]["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    assert all(a[1]["X-RateLimit-Limit"] == "3" for a in answers)
+    reset = int(answers[3][1]["X-RateLimit-Reset"])
+    assert time.time() < reset <= time.time() + 2
+    time.sleep(max(0.0, reset - time.time()) + 0.05)
+    status, headers, _ = post(fake.url, body("r3@example.com"))
+    assert status == 202 and headers["X-RateLimit-Remaining"] == "2"
+    assert sum(fake.copies().values()) == 4
+
+
+def test_requests_in_flight_are_counted(fake: FakeSendGrid) -> None:
+    """What a bounded in-flight window is checked against: the most requests open at once."""
+    fake.fail_next("late", times=3, seconds=0.5)
+    threads = [threading.Thread(target=post, args=(fake.url, body(f"w{i}@example.com"))) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert fake.state.max_in_flight == 3 and fake.state.in_flight == 0
+    post(fake.url, body("x@example.com"))
+    assert fake.state.max_in_flight == 3
