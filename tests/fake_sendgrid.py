@@ -94,8 +94,9 @@ class Fault:
       ``401``/``403``: answered at once, nothing accepted.
     - ``hang``: not accepted; no answer for ``seconds``, then the connection closes.
     - ``reset_before``: not accepted; the connection is reset (TCP RST) instead of an answer.
-    - ``stall`` (alias ``accept_hang``): accepted and recorded, then no answer for ``seconds``
-      (0: until the server stops), then the connection closes: the client cannot know.
+    - ``stall``: accepted and recorded, then no answer for ``seconds`` (0: until the server
+      stops), then the connection closes: the client cannot know. ``accept_hang`` is the same
+      with 0 meaning "close at once".
     - ``late``: accepted; the 202 comes after ``seconds`` (a client with a shorter timeout has
       given up by then).
     - ``reset_after``: accepted and recorded, then the connection is reset instead of the 202.
@@ -625,8 +626,10 @@ class _Handler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):  # the client may have hung up by now
                 self._send(202, None, {"X-Message-Id": message_id})
             return True
-        # stall: accepted, but the answer never arrives (0 s: not before the server stops)
-        state.wait(fault.seconds if fault.seconds > 0 else 24 * 3600)
+        # stall: accepted, but the answer never arrives (0 s: not before the server stops);
+        # accept_hang, as before: no answer for exactly ``seconds``, then the connection closes
+        forever = fault.kind == "stall" and fault.seconds <= 0
+        state.wait(24 * 3600 if forever else fault.seconds)
         self.close_connection = True
         return True
 
