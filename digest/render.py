@@ -28,9 +28,15 @@ from markupsafe import Markup, escape
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import EmptyEditionError, RenderError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, Item, RenderedEdition, Section, Skip
+from digest.textclean import header_text
+from digest.typeset import nowidow, typeset
 
 MJML_TEMPLATE = "edition.mjml.j2"
 TEXT_TEMPLATE = "edition.txt.j2"
+# "In this issue": rendered on their own and handed to the edition templates as `contents` and
+# `contents_text`, so a send can assemble editions from pieces (see EditionAssembler).
+CONTENTS_TEMPLATE = "contents.html.j2"
+CONTENTS_TEXT_TEMPLATE = "contents.txt.j2"
 TEXT_WIDTH = 72
 
 _MONTHS = (
@@ -61,6 +67,8 @@ class EditionView:
         "id",
         "items",
         "last_day",
+        "note_html",
+        "note_text",
         "post_count",
         "sections",
         "skipped",
@@ -84,6 +92,8 @@ class EditionView:
         self.post_count: int = len(self.items)
         self.categories: tuple[str, ...] = edition.categories
         self.skipped: tuple[Skip, ...] = edition.skipped
+        self.note_html: Markup = Markup(edition.note_html)  # made safe by digest.notes
+        self.note_text: str = edition.note_text
         self.window_start: datetime = _local(edition.window_start, tz)
         self.window_end: datetime = _local(edition.window_end, tz)
         self.first_day: date = self.window_start.date()
@@ -126,21 +136,32 @@ class Renderer:
         self._text_env.filters.update(filters)
         self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
         self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
+        self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
+        self._contents_text_template = self._load(self._text_env, CONTENTS_TEXT_TEMPLATE)
         self._short = _ShortRenders(self)
+        self._contents = _Contents(self)
         self._subject = self._string_template(config.edition.subject, "edition.subject")
         self._preheader = self._string_template(config.edition.preheader, "edition.preheader")
         self._globals = {
             "site": config.site,
             "preferences_url": PREFERENCES_URL,
             "unsubscribe_url": UNSUBSCRIBE_URL,
+            "archive_url": config.archive_url,
+            "subscribe_url": config.web.base_url.rstrip("/") + "/subscribe",
         }
 
-    def render(self, edition: Edition) -> RenderedEdition:
-        """The email for one edition: subject, preheader, HTML and text, and any size warning."""
+    def render(self, edition: Edition, *, web: bool = False) -> RenderedEdition:
+        """The email for one edition: subject, preheader, HTML and text, and any size warning.
+
+        ``web=True`` renders the edition's page in the archive (``web`` is true in templates:
+        no "view in browser" link, and no personal links).
+        """
         if self._auto_reload:  # the preview server: pick up edited templates (Jinja checks mtimes)
             self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
             self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
-        context = self._context(edition)
+            self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
+            self._contents_text_template = self._load(self._text_env, CONTENTS_TEXT_TEMPLATE)
+        context = self._context(edition, web=web)
         source = self._run(self._mjml_template, context, MJML_TEMPLATE)
         html = self._compile(source)
         text = _tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
@@ -166,12 +187,17 @@ class Renderer:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _context(self, edition: Edition) -> dict[str, Any]:
+    def _context(self, edition: Edition, *, web: bool = False) -> dict[str, Any]:
         view = EditionView(edition, self.tz)
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
-        context: dict[str, Any] = {**self._globals, "edition": view}
-        context["subject"] = self._short.render(self._subject, context, "config key edition.subject")
+        context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
+        context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
+        context["contents"], context["contents_text"] = self._contents.render(context)
+        # Titles reach the Subject header: plain text, no encoded-word of their own, no bidi controls.
+        context["subject"] = header_text(
+            self._short.render(self._subject, context, "config key edition.subject")
+        )
         context["preheader"] = self._short.render(self._preheader, context, "config key edition.preheader")
         return context
 
@@ -295,6 +321,65 @@ class _ShortRenders:
         return text
 
 
+class _Contents:
+    """ "In this issue" (HTML and text), cached by the values of what the templates read.
+
+    A send renders it once per category set; most sets share their first headlines with none
+    but the same posts do. As for subject and preheader, a template can only branch on what it
+    reads, so an edition that agrees on every attribute the cached render read renders the
+    same list. Tuples of items and sections are compared by their items' identities (a send's
+    items are the same objects set after set; see EditionAssembler._key), kept alive here.
+    """
+
+    MAX = 10_000
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self._names: tuple[str, ...] = ()  # every edition attribute any render read, in order
+        self._table: dict[tuple[Any, ...], tuple[Markup, str]] = {}
+        self._alive: list[Any] = []
+
+    def render(self, context: dict[str, Any]) -> tuple[Markup, str]:
+        view = context["edition"]
+        key = self._key(view, context) if self._names else None
+        if key is not None:
+            hit = self._table.get(key)
+            if hit is not None:
+                return hit
+        r = self.renderer
+        recorder = _ReadRecorder(view)
+        ctx = {**context, "edition": recorder}
+        html = Markup(r._run(r._contents_template, ctx, CONTENTS_TEMPLATE).strip())
+        text = r._run(r._contents_text_template, ctx, CONTENTS_TEXT_TEMPLATE).strip()
+        if not set(recorder.read) <= set(self._names):  # a new branch read more: widen the key
+            self._names = tuple(dict.fromkeys((*self._names, *recorder.read)))
+            self._table.clear()
+            self._alive.clear()
+        key = self._key(view, context)
+        if key is not None:
+            if len(self._table) >= self.MAX:
+                self._table.clear()
+                self._alive.clear()
+            self._table[key] = (html, text)
+            self._alive.append((view.items, view.sections))
+        return html, text
+
+    def _key(self, view: EditionView, context: dict[str, Any]) -> tuple[Any, ...] | None:
+        key: list[Any] = [context["web"], context["web_url"]]
+        for name in self._names:
+            value = getattr(view, name)
+            if name == "items":
+                value = tuple(map(id, value))
+            elif name == "sections":
+                value = tuple((s.name, tuple(map(id, s.items))) for s in value)
+            key.append(value)
+        try:
+            hash(tuple(key))
+        except TypeError:  # an unhashable value: no caching for this edition
+            return None
+        return tuple(key)
+
+
 def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     """``template.render(context)`` without copying Jinja's globals into a new dict every time.
 
@@ -327,7 +412,8 @@ _TEMPLATE_GLOBALS: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = 
 _SUBJECT_TOKEN = "QzDigestSubjectQz"
 _PREHEADER_TOKEN = "QzDigestPreheaderQz"
 _CATEGORIES_TOKEN = "QzDigestCategoriesQz"
-_TOKENS = re.compile(f"({_SUBJECT_TOKEN}|{_PREHEADER_TOKEN}|{_CATEGORIES_TOKEN})")
+_CONTENTS_TOKEN = "QzDigestContentsQz"  # "In this issue": HTML that MJML copies through as it is
+_TOKENS = re.compile(f"({_SUBJECT_TOKEN}|{_PREHEADER_TOKEN}|{_CATEGORIES_TOKEN}|{_CONTENTS_TOKEN})")
 
 
 class _Skeleton:
@@ -380,7 +466,15 @@ class EditionAssembler:
         r = self.renderer
         context = r._context(edition)  # raises EmptyEditionError like render()
         view: EditionView = context["edition"]
-        key = (edition.id, view.window_start, view.window_end, view.post_count, bool(view.categories))
+        key = (
+            edition.id,
+            view.window_start,
+            view.window_end,
+            view.post_count,
+            bool(view.categories),
+            bool(context["contents"]),
+            bool(context["contents_text"]),
+        )
         skeleton = self._skeletons.get(key, ...)
         if skeleton is ...:
             skeleton = self._skeletons[key] = self._skeleton(context)
@@ -413,6 +507,7 @@ class EditionAssembler:
             _SUBJECT_TOKEN: str(escape(context["subject"])),
             _PREHEADER_TOKEN: str(escape(context["preheader"])),
             _CATEGORIES_TOKEN: str(escape(", ".join(view.categories))),
+            _CONTENTS_TOKEN: str(context["contents"]),
         }
         parts = [values.get(part, part) for part in skeleton.head_parts]
         for section in view.sections:
@@ -457,10 +552,21 @@ class EditionAssembler:
             parts.append(piece[0])
             tidy_parts.append(piece[1])
         if None in tidy_parts:  # a piece that ends mid-line: tidy the whole part
-            parts.append(tail)
-            return _tidy_text("".join(parts))
-        tidy_parts.append(_strip_lines(tail))
-        return _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
+            text = _tidy_text("".join(parts) + tail)
+        else:
+            tidy_parts.append(_strip_lines(tail))
+            text = _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
+        contents = context["contents_text"]
+        if not contents:
+            return text
+        # This set's "In this issue" goes where its token is. Tidying is line by line, so when the
+        # token stands alone on its lines and the tidied list has no blank-line runs at its edges,
+        # putting it into the tidied text equals tidying the text with it (else: tidy it all).
+        tidy = _strip_lines(contents)
+        alone = text.count(f"\n{_CONTENTS_TOKEN}\n") == text.count(_CONTENTS_TOKEN)
+        if alone and "\n\n\n" not in tidy and not tidy.startswith("\n") and not tidy.endswith("\n"):
+            return text.replace(_CONTENTS_TOKEN, tidy)
+        return _tidy_text(("".join(parts) + tail).replace(_CONTENTS_TOKEN, contents))
 
     def _key(self, section: Section) -> tuple[str, tuple[int, ...]]:
         """A section's cache key: its name and its items' identities.
@@ -478,7 +584,10 @@ class EditionAssembler:
         r = self.renderer
         view = context["edition"].copy()
         view.sections = sections
-        return r._run(r._text_template, {**context, "edition": view}, TEXT_TEMPLATE)
+        contents = _CONTENTS_TOKEN if context["contents_text"] else ""
+        return r._run(
+            r._text_template, {**context, "edition": view, "contents_text": contents}, TEXT_TEMPLATE
+        )
 
     def _compile_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
         """The HTML of the edition with only ``sections``, tokens in place of per-set text."""
@@ -487,7 +596,13 @@ class EditionAssembler:
         tokened = view.copy()
         tokened.sections = sections
         tokened.categories = (_CATEGORIES_TOKEN,) if view.categories else ()
-        ctx = {**context, "edition": tokened, "subject": _SUBJECT_TOKEN, "preheader": _PREHEADER_TOKEN}
+        ctx = {
+            **context,
+            "edition": tokened,
+            "subject": _SUBJECT_TOKEN,
+            "preheader": _PREHEADER_TOKEN,
+            "contents": Markup(_CONTENTS_TOKEN) if context["contents"] else Markup(""),
+        }
         self.compiles += 1
         return r._compile(r._run(r._mjml_template, ctx, MJML_TEMPLATE))
 
@@ -609,6 +724,8 @@ def _filters(config: Config) -> dict[str, Any]:
         "localtime": lambda value: _local(value, tz),
         "daterange": daterange,
         "host": host,
+        "typeset": typeset,
+        "nowidow": nowidow,
         # Memoised: a send renders the same leads into thousands of category sets.
         "wrap": functools.lru_cache(maxsize=4096)(wrap),
     }
@@ -651,7 +768,8 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None
     if pattern is None:
         pattern = _LINE_PATTERNS[width] = re.compile(rf"(.{{1,{width}}}|\S+)(?: +|$)")
     out: list[str] = []
-    for paragraph in _PARAGRAPH_BREAK.split(str(text).strip()):
+    # A no-break space (digest.typeset) holds two words together on a line, then reads as a space.
+    for paragraph in _PARAGRAPH_BREAK.split(str(text).strip().replace("\u00a0", "\x00")):
         flat = " ".join(paragraph.split())
         if not flat:
             continue
@@ -668,7 +786,7 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None
                 line = indent + word
         lines.append(line)
         out.append("\n".join(lines))
-    return "\n\n".join(out)
+    return "\n\n".join(out).replace("\x00", " ")
 
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
