@@ -21,7 +21,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from digest.config import Config
-from digest.model import PLACEHOLDERS, UNSUBSCRIBE_URL, RenderedEdition
+from digest.lead.rubric import advice
+from digest.model import PLACEHOLDERS, UNSUBSCRIBE_URL, Edition, RenderedEdition
 
 Level = Literal["error", "warning", "ok"]
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -531,3 +532,14 @@ def _parse(html: str) -> _Doc:
     doc.feed(html)
     doc.close()
     return doc
+
+
+def check_leads(edition: Edition) -> list[Finding]:
+    """A warning per weak lead (empty, markup, credit line, dangling colon...), naming the post
+    and what to do, so a site owner can fix the post before it goes out; else one ok."""
+    found = [
+        Finding("warning", "lead", line, "Fix the post, or give it an `excerpt:` in its front matter.")
+        for item in edition.items
+        for line in advice(item)
+    ]
+    return found or [Finding("ok", "lead", f"Every lead reads as prose ({edition.post_count} posts).")]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -66,6 +68,8 @@ class EditionConfig:
     window_days: int = 7
     section_cap: int = 10
     lead_words: int = 70
+    # A lead's first paragraph shorter than this many words is followed by the second.
+    lead_min_words: int = 25
     # Jinja2 templates over ``site`` and ``edition`` (see templates/README or render.py).
     subject: str = (
         "{{ site.name }}: {{ edition.post_count }} new {{ 'post' if edition.post_count == 1 else 'posts' }}"
@@ -210,6 +214,7 @@ _POSITIVE = {
     ("edition", "window_days"),
     ("edition", "section_cap"),
     ("edition", "lead_words"),
+    ("edition", "lead_min_words"),
     ("sender", "timeout_seconds"),
     ("sender", "retry_base_seconds"),
     ("web", "confirm_hours"),
@@ -247,6 +252,11 @@ def _build_section(cls: type, data: Any, where: str, source: str) -> Any:
             raise ConfigError(
                 f"{source}: {key} has the wrong type ({value!r}); expected {_type_name(expected)}."
             )
+        if isinstance(value, str):
+            _check_text(source, where, name, value)
+        elif isinstance(value, tuple):
+            for item in value:
+                _check_text(source, where, name, item)
         choices = _CHOICES.get((where, name))
         if choices and value not in choices:
             raise ConfigError(f"{source}: {key} is {value!r}; use one of: {', '.join(choices)}.")
@@ -254,6 +264,46 @@ def _build_section(cls: type, data: Any, where: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key} must be greater than 0 (it is {value!r}).")
         values[name] = value
     return cls(**values)
+
+
+# Keys whose text may run over lines (a PEM key, a postal address, a description); every other
+# string can reach a header, a subject or a one-line place, where a line break or another
+# control character would break the message (or inject a header), so it is refused at load.
+_MULTILINE = {
+    ("web", "sendgrid_webhook_public_key"),
+    ("site", "postal_address"),
+    ("categories", "description"),
+    # Jinja templates whose output the renderer folds onto one line (a TOML multi-line string).
+    ("edition", "subject"),
+    ("edition", "preheader"),
+}
+# Keys that must hold one email address (empty allowed where the key is optional).
+_ADDRESS_KEYS = (("sender", "from_email"), ("sender", "reply_to"), ("sender", "unsubscribe_mailto"))
+
+
+def _control_problem(value: str, multiline: bool) -> str:
+    """The first character that cannot be in this value, described, or "" when it is clean."""
+    for ch in value:
+        if multiline and ch in "\n\r\t":
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Zl", "Zp") or ch in _BIDI or ch == "\ufeff":
+            names = {"\r": "a carriage return (CR)", "\n": "a line break (LF)", "\t": "a tab"}
+            return names.get(ch, f"the control character U+{ord(ch):04X}")
+    return ""
+
+
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def _check_text(source: str, where: str, name: str, value: str) -> None:
+    section = "categories" if where.startswith("categories[") else where
+    problem = _control_problem(value, (section, name) in _MULTILINE)
+    if problem:
+        raise ConfigError(
+            f"{source}: {where}.{name} contains {problem}, which would break the email headers or "
+            "pages it goes into; remove it (write the value on one line)."
+        )
 
 
 def _type_name(t: Any) -> str:
@@ -326,7 +376,30 @@ def config_from_dict(data: dict[str, Any], *, root: Path, source: str = "config"
         raise ConfigError(
             f"{source}: sender.from_email {config.sender.from_email!r} is not an email address."
         )
+    _check_addresses(config, source)
     return config
+
+
+_ONE_ADDRESS = re.compile(r"[^\s@<>,;\"()\[\]\\]+@[^\s@<>,;\"()\[\]\\]+")
+
+
+def _check_addresses(config: Config, source: str) -> None:
+    """The sender's addresses go into From, Reply-To and List-Unsubscribe: each must be one address.
+
+    Syntax only (local@domain, no display name, list or brackets): a test or intranet domain
+    such as ``brief.test`` or ``localhost`` is the operator's business.
+    """
+    for section, name in _ADDRESS_KEYS:
+        value = getattr(getattr(config, section), name).strip()
+        if name == "unsubscribe_mailto":
+            value = value.removeprefix("mailto:")
+        if not value and name != "from_email":
+            continue
+        if not _ONE_ADDRESS.fullmatch(value):
+            raise ConfigError(
+                f"{source}: {section}.{name} is {value!r}, which is not one email address; give a "
+                "plain address such as news@example.com (no name, brackets or list)."
+            )
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -339,11 +412,18 @@ def load_config(path: str | Path | None = None) -> Config:
                 f"{candidate}: config file not found. Check the path given with --config or "
                 f"${CONFIG_ENV}, or leave both out to use the built-in defaults."
             )
-        return config_from_dict({}, root=Path.cwd())
+        return _with_site(config_from_dict({}, root=Path.cwd()))
     try:
         data = tomllib.loads(candidate.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{candidate}: not valid TOML ({exc}). Fix the line it names.") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{candidate}: cannot read the config file ({exc}).") from None
-    return config_from_dict(data, root=candidate.resolve().parent, source=str(candidate))
+    return _with_site(config_from_dict(data, root=candidate.resolve().parent, source=str(candidate)))
+
+
+def _with_site(config: Config) -> Config:
+    """The Jekyll/Hugo site's own config fills the [site] keys config.toml leaves unset."""
+    from digest.sites import with_site_config  # imports this module
+
+    return with_site_config(config)

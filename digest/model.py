@@ -40,7 +40,9 @@ class Post:
     source_site: str | None = None
     permalink: str | None = None  # the post's own `permalink` front-matter, if any
     content_hash: str = ""  # sha256 of the file's bytes, for manifests and caches
-    image: PostImage | None = None  # front matter image/images/feature_image/cover, if any
+    image: PostImage | None = None  # front matter image/images/feature_image/cover, or a bundle's featured*
+    author: str | None = None  # `author`/`authors` front matter, names joined with ", "
+    description: str | None = None  # `description`: the lead when the body has no prose to offer
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Item:
     source_url: str | None = None
     source_site: str | None = None
     image: PostImage | None = None  # absolute https only (pipeline.item_for), else None
+    author: str | None = None  # shown as "by Name" in the item's meta line
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,14 @@ from typing import Any
 from digest import __version__, isolate, schedule
 from digest.config import Config
 from digest.images import absolute_image
+from digest.lead.clean import Resolver
 from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Section
 from digest.notes import load_note
 from digest.permalink import post_url
 from digest.posts import load_posts
 from digest.render import render_edition
 from digest.select import choose, window_for
+from digest.sites import link_resolver
 from digest.summarize import summarize
 
 
@@ -69,8 +71,9 @@ def build_edition(
     )
     cache = items if items is not None else ItemCache(config)
     sections = []
+    resolve = link_resolver(loaded.posts, lambda p: _url(p, config))
     for name, chosen in selection.sections:
-        shown = tuple(cache.item(post) for post in chosen)
+        shown = tuple(cache.item(post, resolve=resolve) for post in chosen)
         if shown:
             sections.append(Section(name=name, items=shown))
     the_id = edition_id or edition_id_for(end, config)
@@ -102,15 +105,21 @@ class ItemCache:
         self.config = config
         self._items: dict[tuple[str, str], Item] = {}
 
-    def item(self, post: Post) -> Item:
+    def item(self, post: Post, *, resolve: Resolver | None = None) -> Item:
+        """``resolve`` turns Liquid/Hugo links to other posts into their URLs (see digest.sites)."""
         config = self.config
         key = (post.path, post.content_hash)
         item = self._items.get(key) if post.content_hash else None  # hand-made posts have no hash
         if item is None or item.date != post.date:
             if len(self._items) >= self.MAX:
                 self._items.clear()
-            url = post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
-            item = summarize(post, url=url, word_budget=config.edition.lead_words)
+            item = summarize(
+                post,
+                url=_url(post, config),
+                word_budget=config.edition.lead_words,
+                min_words=config.edition.lead_min_words,
+                resolve=resolve,
+            )
             image = absolute_image(post.image, config.site.base_url)
             if image is not None and item.image is None:
                 item = dataclasses.replace(item, image=image)
@@ -118,9 +127,13 @@ class ItemCache:
         return item
 
 
-def item_for(post: Post, config: Config) -> Item:
+def _url(post: Post, config: Config) -> str:
+    return post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
+
+
+def item_for(post: Post, config: Config, *, resolve: Resolver | None = None) -> Item:
     """One post as the email shows it, with no cache (building many editions: use an ItemCache)."""
-    return ItemCache(config).item(post)
+    return ItemCache(config).item(post, resolve=resolve)
 
 
 def display_names(config: Config, categories: Sequence[str] | None) -> list[str]:

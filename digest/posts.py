@@ -19,17 +19,14 @@ Rules where Jekyll and the issue leave room (documented in the report and the te
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import hashlib
 import logging
 import os
-import pickle
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,14 +38,19 @@ from digest.config import category_key
 from digest.errors import ConfigError, PostError
 from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
 from digest.model import LoadResult, Post, Skip
+from digest.post_dates import _DATE_TEXT as DATE_TEXT
+from digest.post_dates import Notice, file_date, parse_date_text, post_date
 from digest.safe_yaml import SafeLoader  # aliases and nesting bounded (billion laughs, cycles)
+from digest.sites import fields, hugo, jekyll
 from digest.textclean import clean_post_fields, clean_post_text
+
+__all__ = ["load_posts", "parse_date_text", "parse_post"]
 
 log = logging.getLogger("digest.posts")
 
 DEFAULT_EXTENSIONS = (".md", ".markdown", ".mdx")
 DEFAULT_SEPARATOR = "<!--more-->"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 # A file changed this close to the scan may change again within the same mtime tick (the "racy
 # git" problem): such cache entries are re-checked by content hash on the next run.
 _RACY_NS = 2_000_000_000
@@ -57,20 +59,13 @@ _RACY_NS = 2_000_000_000
 # `title: 1.10` 1.1 and `slug: 12:30` 750.
 _TEXT_KEYS = frozenset(
     {"title", "slug", "category", "categories", "excerpt", "excerpt_separator", "permalink"}
-    | {"source_url", "source_site", "author"}
+    | {"source_url", "source_site", "author", "authors", "url", "summary", "description"}
     | FRONT_MATTER_KEYS
 )
-_USED_KEYS = _TEXT_KEYS | {"date", "published"}
+_USED_KEYS = _TEXT_KEYS | {"date", "published", "draft"}
 _STR_TAG = "tag:yaml.org,2002:str"
 _FILE_DATE = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})-(.+)$")
-_DATE_TEXT = re.compile(
-    r"^(\d{4})-(\d{1,2})-(\d{1,2})"
-    r"(?:(?:[Tt]|\s+)(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|UTC|GMT|[+-]\d{1,2}(?::?\d{2})?)?$"
-)
 _MORE = re.compile(r"<!--\s*more\s*-->", re.IGNORECASE)
-_MAX_OFFSET = timedelta(hours=14)
-_MIN_OFFSET = timedelta(hours=-12)
 _FALSE_WORDS = frozenset({"false", "no", "off", "0", "n"})
 
 
@@ -206,17 +201,14 @@ def _simple_front_matter(fm: str) -> dict[str, Any] | None:
 def _simple_typed_ok(name: str, value: str) -> bool:
     """Only values whose YAML reading we mirror exactly: dates as text, and published flags."""
     if name == "date":
-        if _DATE_TEXT.match(value) is None:
+        if DATE_TEXT.match(value) is None:
             return False
         try:
             parse_date_text(value)  # YAML refuses impossible dates (month 13) outright
         except ValueError:
             return False
         return True
-    return value.lower() in {"true", "false", "yes", "no", "on", "off"}
-
-
-Notice = tuple[int, str]  # (logging level, message): what the loader tells the site owner
+    return value.lower() in {"true", "false", "yes", "no", "on", "off"}  # published, draft
 
 
 @dataclass
@@ -249,10 +241,12 @@ def load_posts(
         raise ConfigError(
             f"{folder}: posts folder not found. Check posts.folder in config.toml or the --posts option."
         )
+    from digest import posts_cache  # it stamps this module's code: imported late, no circle
+
     exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
-    settings = (CACHE_VERSION, tz.key, excerpt_separator, _code_stamp())
-    cache_file = _cache_file(cache_dir, folder) if cache_dir is not None else None
-    old = _read_cache(cache_file, settings) if cache_file else {}
+    settings = (CACHE_VERSION, tz.key, excerpt_separator, posts_cache.code_stamp())
+    cache_file = posts_cache.cache_file(cache_dir, folder) if cache_dir is not None else None
+    old = posts_cache.read_cache(cache_file, settings) if cache_file else {}
     scan_ns = time.time_ns()
     entries: dict[str, _Entry] = {}
     changed = len(old) == 0
@@ -283,7 +277,7 @@ def load_posts(
         else:
             posts.append(entry.result)
     if cache_file is not None and changed:
-        _write_cache(cache_file, settings, entries)
+        posts_cache.write_cache(cache_file, settings, entries)
     return LoadResult(posts=tuple(posts), skipped=tuple(skipped))
 
 
@@ -309,26 +303,35 @@ def parse_post(
     stem = rel.rsplit("/", 1)[-1]
     stem = stem[: stem.rfind(".")] if "." in stem else stem
     name_match = _FILE_DATE.match(stem)
-    name_date = _file_date(name_match, tz)
+    name_date = file_date(name_match, tz)
 
-    when = _post_date(meta.get("date"), name_date, tz, rel, warnings)
+    when = post_date(meta.get("date"), name_date, tz, rel, warnings)
+    if hugo.is_bundle(rel) and not meta.get("slug"):
+        stem = hugo.bundle_slug(rel)  # a page bundle is named by its folder
+        name_match = _FILE_DATE.match(stem)
     slug = _text(meta.get("slug")) or (name_match.group(4) if name_match and name_date else stem)
     title = _text(meta.get("title")) or _titleize(slug)
-    excerpt = _text(meta.get("excerpt")) or _excerpt(body, meta.get("excerpt_separator"), excerpt_separator)
+    excerpt = (
+        _text(meta.get("excerpt"))
+        or _text(meta.get("summary"))
+        or _excerpt(body, meta.get("excerpt_separator"), excerpt_separator)
+    )
     post = Post(
         path=rel,
         title=title,
         date=when,
-        categories=_categories(meta),
+        categories=_categories(meta, jekyll.folder_categories(rel)),
         body=body,
         slug=slug,
         excerpt=excerpt,
-        published=_published(meta.get("published", True)),
+        published=_published(meta.get("published", True)) and not _flag(meta.get("draft")),
         source_url=_text(meta.get("source_url")),
         source_site=_text(meta.get("source_site")),
-        permalink=_text(meta.get("permalink")),
+        permalink=_text(meta.get("permalink")) or _text(meta.get("url")),  # Hugo spells it url
         content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
+        author=fields.author(meta),
         image=image_from_front_matter(meta),
+        description=_text(meta.get("description")),
     )
     post = clean_post_fields(post, warnings)  # YAML escapes make characters too; categories capped
     return post, tuple(warnings)
@@ -354,8 +357,8 @@ def _scan(folder: Path, exts: tuple[str, ...]) -> Iterator[tuple[str, str, os.st
             continue
         with it:
             for entry in it:
-                if entry.name.startswith("."):
-                    continue
+                if entry.name.startswith(".") or jekyll.skip_name(entry.name):
+                    continue  # hidden; Jekyll's _drafts, _site, _includes; Hugo's _index.md
                 rel = prefix + entry.name
                 try:
                     if entry.is_dir(follow_symlinks=False):
@@ -381,7 +384,13 @@ def _parse_file(path: str | Path, rel: str, st: os.stat_result, tz: ZoneInfo, se
         raw = _read_bytes(path, rel)
     except PostError as exc:
         return _Entry(st.st_size, st.st_mtime_ns, "", Skip(rel, exc.reason), ())
-    return _entry_from_bytes(raw, rel, st.st_size, st.st_mtime_ns, tz, separator)
+    entry = _entry_from_bytes(raw, rel, st.st_size, st.st_mtime_ns, tz, separator)
+    post = entry.result
+    if isinstance(post, Post) and hugo.is_bundle(rel):
+        image = hugo.bundle_resource(os.path.dirname(path), post.image)
+        if image != post.image:
+            entry.result = dataclasses.replace(post, image=image)
+    return entry
 
 
 def _entry_from_bytes(raw: bytes, rel: str, size: int, mtime_ns: int, tz: ZoneInfo, separator: str) -> _Entry:
@@ -435,6 +444,12 @@ def _decode(raw: bytes, warnings: list[Notice]) -> str:
 def _split(text: str, rel: str) -> tuple[dict[str, Any], str]:
     """Front matter and body, via python-frontmatter's handler, with errors that name the line."""
     stripped = text.strip()
+    try:
+        toml = hugo.split_toml(stripped)
+    except hugo.TomlFrontMatterError as exc:
+        raise PostError(rel, str(exc)) from None
+    if toml is not None:
+        return _lowered(toml[0]), toml[1].strip()
     if not _HANDLER.detect(stripped):
         return {}, stripped
     try:
@@ -451,12 +466,16 @@ def _split(text: str, rel: str) -> tuple[dict[str, Any], str]:
         data = {}
     if not isinstance(data, dict):
         raise PostError(rel, "the front matter is not a list of `key: value` lines")
+    return _lowered(data), content.strip().lstrip("\ufeff").strip()
+
+
+def _lowered(data: dict[Any, Any]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in data.items():
         name = str(key).strip().lower()
         if name not in meta or str(key) == name:
             meta[name] = value
-    return meta, content.strip().lstrip("\ufeff").strip()
+    return meta
 
 
 def _yaml_reason(exc: yaml.YAMLError, fm: str, text: str) -> str:
@@ -493,15 +512,22 @@ def _titleize(slug: str) -> str:
     return " ".join(word[:1].upper() + word[1:] for word in re.split(r"[-_\s]+", slug) if word)
 
 
+def _flag(value: Any) -> bool:
+    """A yes/no field (Hugo's ``draft``) as written: true, "true", "yes"."""
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "yes", "on", "1", "y"}
+    return value is True
+
+
 def _published(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() not in _FALSE_WORDS
     return value is None or bool(value)
 
 
-def _categories(meta: dict[str, Any]) -> tuple[str, ...]:
-    """``category`` then ``categories``, display names kept, duplicates (by key) dropped."""
-    names: list[str] = []
+def _categories(meta: dict[str, Any], folders: list[str]) -> tuple[str, ...]:
+    """Folders above ``_posts``, ``category``, ``categories``; names kept, duplicates dropped."""
+    names: list[str] = list(folders)
     single = meta.get("category")
     if isinstance(single, list | tuple):
         names.extend(str(v) for v in single if v is not None)
@@ -538,149 +564,3 @@ def _excerpt(body: str, own_separator: Any, default_separator: str) -> str | Non
     if index <= 0:
         return None
     return body[:index].strip() or None
-
-
-# --- dates ---------------------------------------------------------------------------------------
-
-
-def _file_date(match: re.Match[str] | None, tz: ZoneInfo) -> datetime | None:
-    if match is None:
-        return None
-    try:
-        return datetime(int(match.group(1)), int(match.group(2)), int(match.group(3)), tzinfo=tz)
-    except ValueError:
-        return None
-
-
-def _post_date(
-    value: Any, name_date: datetime | None, tz: ZoneInfo, rel: str, warnings: list[Notice]
-) -> datetime:
-    """The post's date in the site time zone: front matter first, then the file name."""
-    if value is not None and value != "":
-        try:
-            return _to_datetime(value, tz, warnings)
-        except ValueError:
-            shown = repr(value) if not isinstance(value, str) else f"'{value}'"
-            if name_date is not None:
-                warnings.append(
-                    (
-                        logging.WARNING,
-                        f"date {shown} is not a date that can be read; using the date in the file "
-                        f"name ({name_date.date().isoformat()}). Write it as YYYY-MM-DD HH:MM:SS +0000.",
-                    )
-                )
-                return name_date
-            raise PostError(
-                rel,
-                f"date {shown} is not a date that can be read and the file name has no date; "
-                "write it as YYYY-MM-DD HH:MM:SS +0000",
-            ) from None
-    if name_date is not None:
-        return name_date
-    raise PostError(
-        rel, "no date: no `date` in the front matter and no YYYY-MM-DD- at the start of the file name"
-    )
-
-
-def _to_datetime(value: Any, tz: ZoneInfo, warnings: list[Notice]) -> datetime:
-    """Any date spelling found in real front matter, as an aware datetime in the site zone."""
-    if isinstance(value, datetime):
-        result = value
-    elif isinstance(value, date):
-        result = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        result = parse_date_text(value)
-    else:
-        raise ValueError(f"not a date: {value!r}")
-    if result.tzinfo is not None:
-        offset = result.utcoffset()
-        if offset is not None and not (_MIN_OFFSET <= offset <= _MAX_OFFSET):
-            # Common in real sites (a tool wrote the hour as the offset); the day is still right,
-            # so this is a note, not a warning on every run.
-            warnings.append(
-                (
-                    logging.INFO,
-                    f"date {value} has a UTC offset that does not exist anywhere; "
-                    f"reading the time as {tz.key} time instead.",
-                )
-            )
-            result = result.replace(tzinfo=None)
-    if result.tzinfo is None:
-        return result.replace(tzinfo=tz)
-    return result.astimezone(tz)
-
-
-@functools.lru_cache(maxsize=8192)  # the fast path checks a date, then the post reads it
-def parse_date_text(text: str) -> datetime:
-    """``2026-01-08``, ``2026-01-08 08:33:56 +0000`` (Jekyll), ISO 8601 with ``Z``; naive if no zone."""
-    match = _DATE_TEXT.match(text.strip())
-    if match is None:
-        raise ValueError(f"not a date: {text!r}")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    result = datetime(
-        int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0), micro
-    )
-    if zone is None:
-        return result
-    if zone.upper() in ("Z", "UTC", "GMT"):
-        return result.replace(tzinfo=UTC)
-    sign = -1 if zone[0] == "-" else 1
-    digits = zone[1:].replace(":", "")
-    hours, minutes = (int(digits[:-2]), int(digits[-2:])) if len(digits) > 2 else (int(digits), 0)
-    if minutes >= 60 or hours >= 24:
-        raise ValueError(f"not a UTC offset: {zone!r}")
-    return result.replace(tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
-
-
-# --- cache ---------------------------------------------------------------------------------------
-
-
-def _code_stamp() -> tuple[int, ...]:
-    """Parsed posts depend on this file's code (and the cleaning and YAML modules it calls): a
-    changed loader must not reuse old results."""
-    from digest import safe_yaml, textclean
-
-    stamp: list[int] = []
-    for source in (__file__, textclean.__file__, safe_yaml.__file__):
-        st = os.stat(source)
-        stamp += [st.st_size, st.st_mtime_ns]
-    return tuple(stamp)
-
-
-def _cache_file(cache_dir: Path, folder: Path) -> Path:
-    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"posts-{key}.pickle"
-
-
-def _read_cache(cache_file: Path, settings: tuple[Any, ...]) -> dict[str, _Entry]:
-    try:
-        with open(cache_file, "rb") as f:
-            data = pickle.load(f)
-    except FileNotFoundError:
-        return {}
-    except Exception as exc:  # a truncated or foreign file: start again, it is only a cache
-        log.info("%s: ignoring unreadable posts cache (%s)", cache_file, exc)
-        return {}
-    if not isinstance(data, dict) or data.get("settings") != settings:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
-
-
-def _write_cache(cache_file: Path, settings: tuple[Any, ...], entries: dict[str, _Entry]) -> None:
-    """Write to a temporary file and rename, so a crash never leaves half a cache."""
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=cache_file.name, suffix=".tmp", dir=cache_file.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump({"settings": settings, "entries": entries}, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cache_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        log.warning(
-            "%s: cannot write the posts cache (%s); the next run reads every post again", cache_file, exc
-        )

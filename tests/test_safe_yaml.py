@@ -127,14 +127,14 @@ def test_a_reader_bug_on_one_file_is_a_skip_not_a_stopped_run(
 def test_the_posts_cache_is_dropped_when_the_cleaning_code_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from digest import posts, textclean
+    from digest import posts_cache, textclean
 
     fake = tmp_path / "textclean.py"
     fake.write_text("v1", encoding="utf-8")
     monkeypatch.setattr(textclean, "__file__", str(fake))
-    before = posts._code_stamp()
+    before = posts_cache.code_stamp()
     fake.write_text("version 2", encoding="utf-8")
-    assert posts._code_stamp() != before
+    assert posts_cache.code_stamp() != before
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digest.lead.clean import _LIQUID_OUT, _LIQUID_TAG, _MDX_COMMENT
+from digest.lead.clean import outside_last as _outside_last
 from digest.model import Post
-from digest.summarize import _LIQUID_OUT, _LIQUID_TAG, _MDX_COMMENT, _outside_last, summarize
+from digest.summarize import summarize
 
 TZ = ZoneInfo("UTC")
 

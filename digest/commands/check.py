@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from digest import pipeline
-from digest.check import check_edition, has_errors
+from digest.check import check_edition, check_leads, has_errors
 from digest.commands.common import (
     as_of_option,
     categories_given,
@@ -62,7 +62,7 @@ def check_command(
         f"Edition [bold]{edition.id}[/] for {names}: {edition.post_count} post(s), "
         f"sender [bold]{config.sender.backend}[/]"
     )
-    findings = check_edition(rendered, config, headers=sample_headers(config))
+    findings = [*check_edition(rendered, config, headers=sample_headers(config)), *check_leads(edition)]
     print_findings(console, findings)
     if has_errors(findings):
         raise click.exceptions.Exit(1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from digest import pipeline
@@ -17,9 +18,11 @@ from digest.commands.common import categories_given, moment
 from digest.commands.listen import bound_port, open_listener
 from digest.config import Config
 from digest.errors import EmptyEditionError
+from digest.lead.rubric import advice
 from digest.manifest_diff import diff_manifests, load_manifest, render_diff
 from digest.model import Edition, RenderedEdition
 from digest.preview.build import edition_manifest, write_outputs
+from digest.sites import with_site_config
 
 DEFAULT_PORT = 8025
 
@@ -95,6 +98,8 @@ def preview_command(
     folder = Path(posts_dir) if posts_dir else None
     if folder is not None and not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder of posts.", param_hint="--posts")
+    if folder is not None:
+        config = with_site_config(config, folder)  # the Jekyll/Hugo site's _config.yml / hugo.toml
     if serve:
         _serve(
             config,
@@ -246,6 +251,8 @@ def _print_report(console: Console, config: Config, edition: Edition, *, total: 
             )
     if edition.post_count:
         console.print(table)
+    for line in (line for item in edition.items for line in advice(item)):
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if edition.skipped:
         skipped = Table(title=f"Skipped ({len(edition.skipped)})")
         skipped.add_column("Post", overflow="fold")
