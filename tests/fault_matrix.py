@@ -139,7 +139,7 @@ cache = ".cache"
         prelude = "import sys; from digest.cli import main"
         if lock_seconds is not None:
             prelude += (
-                "; import digest.send.delivery as d"
+                "; import digest.editions as d"
                 f"; d.EditionLock.__init__.__kwdefaults__['seconds'] = {lock_seconds}"
             )
         return [
@@ -176,7 +176,7 @@ cache = ".cache"
 
     def deliver(self, **kw: Any) -> Any:
         """The send in this process (the engine itself, no CLI)."""
-        from digest.send.delivery import deliver
+        from digest.weekly import send as deliver
 
         env = {"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": self.fake.url, "DIGEST_SECRET": SECRET}
         saved = {k: os.environ.get(k) for k in env}
@@ -438,7 +438,7 @@ def non_ascii_address_outbox(ctx: Ctx) -> Outcome:
     run; SMTP builds the same MIME). Judged from the .eml files written, not the fake."""
     from email import message_from_binary_file, policy
 
-    from digest.send.delivery import deliver
+    from digest.weekly import send as deliver
 
     ctx.readers(60)
     ctx.site.add("jöhn@example.com", ["US"])

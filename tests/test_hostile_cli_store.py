@@ -240,7 +240,7 @@ def test_lock_renew_while_another_writer_holds_sqlite(
 
     from sqlalchemy import insert
 
-    from digest.send.delivery import EditionLock
+    from digest.editions import EditionLock
     from digest.store import editions
 
     monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
