@@ -1,0 +1,404 @@
+"""A send's many editions (one per category set) assembled from pieces, byte for byte as rendered.
+
+A send renders one edition per distinct category set: 4,095 of them for 12 categories. Most of
+an edition is its sections, and a section (its name and items) recurs in many sets. So each
+distinct section is rendered (Jinja) once and compiled (MJML) once per frame, and only the
+frame (everything around the sections: subject, post count, the categories in the footer) is
+rendered per set; the HTML frame is compiled once per distinct frame, with tokens where the
+set's subject, preheader and category names go, which are then put in escaped as Jinja escapes
+them.
+
+Why that is exact, not just usually right:
+
+- Jinja: ``digest.template_reads`` proves from the template's syntax tree that its one loop
+  over ``edition.sections`` writes, for each section, text that depends only on that section
+  (and on things fixed for the whole send), and that the tokens stand only where the template
+  prints a value as it is. The template's output is then ``frame before + one piece per
+  section + frame after`` for every set. When it cannot prove it, the template is rendered
+  directly, every set (``reason`` says why). The decision is made from the template, never from
+  the sets seen so far, so the order sets arrive in changes nothing.
+- MJML: MRML renders each child of ``mj-body`` on its own, so the compiled HTML is the compiled
+  frame with each section's compiled piece in place. That is checked for every frame (with one
+  section, the same section twice, and its tokens filled with this set's values and with a
+  hostile probe) and for every section under every frame (the frame's head and tail must come
+  back unchanged); any difference renders directly.
+
+``compiles``, ``direct`` and ``assembled`` count what happened.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any, Protocol
+
+import jinja2
+from markupsafe import escape
+
+from digest.config import Config
+from digest.edition_view import EditionView
+from digest.model import Edition, Item, RenderedEdition, Section
+from digest.template_reads import SECTIONS_MARK, Direct, Plan, plan
+from digest.text_format import collapse_blank_lines, strip_lines, tidy_text
+
+MJML_TEMPLATE = "edition.mjml.j2"
+TEXT_TEMPLATE = "edition.txt.j2"
+
+# Plain letters and digits: they pass Jinja's escaping and MJML unchanged. A random part per
+# process, so no post or config text can spell a token by chance or on purpose.
+_NONCE = secrets.token_hex(6)
+_CATEGORIES_TOKEN = f"Qz{_NONCE}CategoriesQz"
+_SLOT_TOKEN = "Qz" + _NONCE + "Slot{}Qz"
+# Text with every character escaping produces. MRML does not copy every character through
+# (in the aria-label it makes of mj-title, a no-break space comes out as ``\u{a0}``, a
+# combining accent as ``\u{301}``), so any other character in a set's values is checked
+# against each frame before a token stands for it (``_Skeleton.verified``).
+_PROBE = "<b>&amp; \"Q\" 'x'  ü 東京 ☕ A-z 0-9 .,:;!?()[]{}/|+=*%$#@~^_`</b>"
+
+_SectionKey = tuple[str, tuple[int, ...]]
+
+
+class Renders(Protocol):
+    """What the assembler needs of ``digest.render.Renderer`` (kept apart to avoid an import circle)."""
+
+    config: Config
+    _html_env: jinja2.Environment
+    _text_env: jinja2.Environment
+    _globals: dict[str, Any]
+    _auto_reload: bool
+    _mjml_template: jinja2.Template
+    _text_template: jinja2.Template
+
+    def _context(self, edition: Edition) -> dict[str, Any]: ...
+    def _run(self, template: jinja2.Template, context: dict[str, Any], name: str) -> str: ...
+    def _compile(self, source: str) -> str: ...
+    def _warnings(self, size: int) -> tuple[str, ...]: ...
+
+
+class _Skeleton:
+    """One compiled HTML frame, split where the sections go, and its sections' compiled pieces."""
+
+    __slots__ = (
+        "after",
+        "before",
+        "head",
+        "head_parts",
+        "pieces",
+        "rejected",
+        "tail",
+        "tail_parts",
+        "verified",
+    )
+
+    def __init__(self, before: str, after: str, head: str, tail: str) -> None:
+        self.before = before  # the frame's MJML before and after the sections
+        self.after = after
+        self.head = head  # the compiled HTML before and after the sections
+        self.tail = tail
+        # Split at the tokens once, so each set fills them with one join instead of many scans.
+        self.head_parts = _TOKENS.split(head)
+        self.tail_parts = _TOKENS.split(tail)
+        self.pieces: dict[_SectionKey, str | None] = {}
+        self.verified = set(_PROBE)  # characters a token may stand for in this frame
+        self.rejected: set[str] = set()  # characters MRML changes there
+
+
+_TOKENS = re.compile(f"({_CATEGORIES_TOKEN}|Qz{_NONCE}Slot[0-9]+Qz)")
+
+
+class EditionAssembler:
+    """The same RenderedEdition as ``Renderer.render`` for every edition, at a fraction of the cost."""
+
+    def __init__(self, renderer: Renders) -> None:
+        self.renderer = renderer
+        self._html_plan: Plan | Direct | None = None
+        self._text_plan: Plan | Direct | None = None
+        self._skeletons: dict[tuple[object, ...], _Skeleton | None] = {}
+        self._seen: set[tuple[object, ...]] = set()  # frames rendered once, directly
+        self._html_sources: dict[tuple[object, ...], str] = {}
+        self._text_pieces: dict[tuple[object, ...], tuple[str, str | None]] = {}
+        self._alive: dict[_SectionKey, tuple[Item, ...]] = {}
+        self.compiles = 0
+        self.assembled = 0
+        self.direct = 0
+
+    @property
+    def reason(self) -> str | None:
+        """Why a part of this template is rendered directly for every set; None when both assemble."""
+        found = [
+            f"{name}: {p.reason}"
+            for name, p in ((MJML_TEMPLATE, self._html_plan), (TEXT_TEMPLATE, self._text_plan))
+            if isinstance(p, Direct)
+        ]
+        return "; ".join(found) or None
+
+    def render(self, edition: Edition) -> RenderedEdition:
+        """The same RenderedEdition as ``Renderer.render(edition)``."""
+        r = self.renderer
+        context = r._context(edition)  # raises EmptyEditionError like render()
+        view: EditionView = context["edition"]
+        if self._html_plan is None or self._text_plan is None:
+            self._plan(context)
+        html = self._html(context, view) if isinstance(self._html_plan, Plan) else None
+        if html is None:
+            self.direct += 1
+            html = r._compile(r._run(r._mjml_template, context, MJML_TEMPLATE))
+        else:
+            self.assembled += 1
+        text = self._text(context, view) if isinstance(self._text_plan, Plan) else None
+        if text is None:
+            text = tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
+        return RenderedEdition(
+            subject=context["subject"],
+            preheader=context["preheader"],
+            html=html,
+            text=text,
+            warnings=r._warnings(_utf8_size(html, r.config.edition.clip_warning_bytes)),
+        )
+
+    def _plan(self, context: dict[str, Any]) -> None:
+        r = self.renderer
+        if r._auto_reload:  # the preview server: templates change under it; nothing to gain
+            self._html_plan = self._text_plan = Direct("the templates are reloaded when they change")
+            return
+        fixed = frozenset(r._globals)
+        per_set = frozenset(context) - fixed - {"edition"}
+        try:
+            self._html_plan = plan(r._html_env, MJML_TEMPLATE, per_set, fixed)
+            self._text_plan = plan(r._text_env, TEXT_TEMPLATE, per_set, fixed)
+        except jinja2.TemplateError as exc:  # the Renderer compiled it already: cannot happen
+            self._html_plan = self._text_plan = Direct(f"the template did not parse again ({exc})")
+
+    # -- HTML ----------------------------------------------------------------------------------
+
+    def _html(self, context: dict[str, Any], view: EditionView) -> str | None:
+        p = self._html_plan
+        assert isinstance(p, Plan)
+        try:
+            key = (
+                view.id,
+                view.window_start,
+                view.window_end,
+                bool(view.categories),
+                *[getattr(view, a) for a in p.edition_keys],
+                *[context[n] for n in p.keyed_names],
+            )
+            skeleton = self._skeletons.get(key, ...)
+        except TypeError:  # an unhashable value read by the frame: render this set directly
+            return None
+        if skeleton is ...:
+            if key not in self._seen:  # a frame seen once may be seen only once: render directly
+                self._seen.add(key)
+                return None
+            skeleton = self._skeletons[key] = self._skeleton(p, context, view)
+        if skeleton is None:
+            return None
+        if not self._verify(skeleton, p, context, view):
+            return None
+        values = _values(p, context, view)
+        parts = [values.get(part, part) for part in skeleton.head_parts]
+        for section in view.sections:
+            piece = self._piece(skeleton, section, context, view)
+            if piece is None:
+                return None
+            parts.append(piece)
+        parts.extend([values.get(part, part) for part in skeleton.tail_parts])
+        return "".join(parts)
+
+    def _frame(
+        self, p: Plan, context: dict[str, Any], view: EditionView, tokens: bool
+    ) -> tuple[str, str] | None:
+        """The frame's MJML before and after the sections, with tokens or this set's values."""
+        ctx = context
+        if tokens:
+            tokened = view.copy()
+            if p.categories_join is not None and view.categories:
+                tokened.categories = (_CATEGORIES_TOKEN,)
+            ctx = {**context, "edition": tokened}
+            for i, name in enumerate(p.slots):
+                ctx[name] = _SLOT_TOKEN.format(i)
+        r = self.renderer
+        frame = r._run(p.frame, ctx, MJML_TEMPLATE)
+        if frame.count(SECTIONS_MARK) != 1:  # the loop sits in an {% if %} not taken
+            return None
+        before, after = frame.split(SECTIONS_MARK)
+        return before, after
+
+    def _skeleton(self, p: Plan, context: dict[str, Any], view: EditionView) -> _Skeleton | None:
+        frame = self._frame(p, context, view, tokens=True)
+        if frame is None:
+            return None
+        before, after = frame
+        bare = self._compile(before + after)
+        source = self._html_source(p, view.sections[0], context, view)
+        with_one = self._compile(before + source + after)
+        cut = _common_prefix(bare, with_one)
+        head, tail = bare[:cut], bare[cut:]
+        if not with_one.endswith(tail) or len(with_one) < len(bare):
+            return None
+        piece = with_one[cut : len(with_one) - len(tail)]
+        if self._compile(before + source + source + after) != head + piece + piece + tail:
+            return None  # sections do not simply follow one another in the compiled HTML
+        # The tokens come out as the values would: with this set's values, and with a probe of
+        # every character escaping produces.
+        real = self._frame(p, context, view, tokens=False)
+        if real is None or self._compile("".join(real)) != _fill(bare, _values(p, context, view)):
+            return None
+        probe_view = view.copy()
+        if p.categories_join is not None and view.categories:
+            probe_view.categories = (_PROBE, _PROBE)
+        probe_ctx = {**context, "edition": probe_view, **dict.fromkeys(p.slots, _PROBE)}
+        probed = self._frame(p, probe_ctx, probe_view, tokens=False)
+        if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe_ctx, probe_view)):
+            return None
+        skeleton = _Skeleton(before, after, head, tail)
+        skeleton.pieces[self._key(view.sections[0])] = piece
+        return skeleton
+
+    def _verify(self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView) -> bool:
+        """Whether MRML copies every character of this set's values through in this frame.
+
+        New characters are checked once per frame (one compile with all of them in every slot);
+        a set with a character that MRML changes is rendered directly.
+        """
+        chars = set(p.categories_join.join(view.categories)) if p.categories_join is not None else set()
+        for name in p.slots:
+            chars.update(str(context[name]))
+        new = chars - skeleton.verified
+        if not new:
+            return True
+        if new & skeleton.rejected:
+            return False
+        if not self._probe(skeleton, p, context, view, new):
+            if len(new) > 1:  # which of them? each alone, once
+                for char in new:
+                    self._probe(skeleton, p, context, view, {char})
+            skeleton.rejected |= new - skeleton.verified
+            return False
+        return True
+
+    def _probe(
+        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView, chars: set[str]
+    ) -> bool:
+        text = "A" + "A".join(sorted(chars)) + "A"
+        probe_view = view.copy()
+        if p.categories_join is not None and view.categories:
+            probe_view.categories = (text,)
+        probe_ctx = {**context, "edition": probe_view, **dict.fromkeys(p.slots, text)}
+        probed = self._frame(p, probe_ctx, probe_view, tokens=False)
+        bare = "".join(skeleton.head_parts) + "".join(skeleton.tail_parts)
+        if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe_ctx, probe_view)):
+            return False
+        skeleton.verified |= chars
+        return True
+
+    def _piece(
+        self, skeleton: _Skeleton, section: Section, context: dict[str, Any], view: EditionView
+    ) -> str | None:
+        key = self._key(section)
+        piece = skeleton.pieces.get(key, ...)
+        if piece is ...:
+            p = self._html_plan
+            assert isinstance(p, Plan)
+            html = self._compile(
+                skeleton.before + self._html_source(p, section, context, view) + skeleton.after
+            )
+            head, tail = skeleton.head, skeleton.tail
+            fits = len(head) + len(tail) <= len(html) and html.startswith(head) and html.endswith(tail)
+            piece = skeleton.pieces[key] = html[len(head) : len(html) - len(tail)] if fits else None
+        return piece
+
+    def _html_source(self, p: Plan, section: Section, context: dict[str, Any], view: EditionView) -> str:
+        """A section's MJML, rendered once per window (the loop reads nothing else that varies)."""
+        key = (view.id, view.window_start, view.window_end, self._key(section))
+        source = self._html_sources.get(key)
+        if source is None:
+            source = self._html_sources[key] = self._sections_run(p, section, context, view, MJML_TEMPLATE)
+        return source
+
+    def _compile(self, source: str) -> str:
+        self.compiles += 1
+        return self.renderer._compile(source)
+
+    # -- plain text ----------------------------------------------------------------------------
+
+    def _text(self, context: dict[str, Any], view: EditionView) -> str | None:
+        """This set's frame (a short Jinja pass) with each section's text, rendered once, between.
+
+        When the pieces meet at line starts, each is tidied (trailing spaces) once, when it is
+        made, and only the join is tidied per set: the same text as tidying the whole part.
+        """
+        p = self._text_plan
+        assert isinstance(p, Plan)
+        frame = self.renderer._run(p.frame, context, TEXT_TEMPLATE)
+        marks = frame.count(SECTIONS_MARK)
+        if marks != 1:
+            return tidy_text(frame) if marks == 0 else None
+        head, tail = frame.split(SECTIONS_MARK)
+        texts = [head]
+        tidied: list[str | None] = [strip_lines(head) if head.endswith("\n") else None]
+        for section in view.sections:
+            key = (view.id, view.window_start, view.window_end, self._key(section))
+            piece = self._text_pieces.get(key)
+            if piece is None:
+                text = self._sections_run(p, section, context, view, TEXT_TEMPLATE)
+                piece = self._text_pieces[key] = (text, strip_lines(text) if text.endswith("\n") else None)
+            texts.append(piece[0])
+            tidied.append(piece[1])
+        if None in tidied:  # a piece that ends mid-line: tidy the whole part
+            texts.append(tail)
+            return tidy_text("".join(texts))
+        tidied.append(strip_lines(tail))
+        return collapse_blank_lines("".join(tidied))  # type: ignore[arg-type]
+
+    # -- shared --------------------------------------------------------------------------------
+
+    def _sections_run(
+        self, p: Plan, section: Section, context: dict[str, Any], view: EditionView, name: str
+    ) -> str:
+        one = view.copy()
+        one.sections = (section,)
+        return self.renderer._run(p.sections, {**context, "edition": one}, name)
+
+    def _key(self, section: Section) -> _SectionKey:
+        """A section's cache key: its name and its items' identities.
+
+        A send's items are the same objects set after set (``pipeline.item_for``), and hashing
+        them by value (every field, long leads included) was a tenth of an assembled render.
+        The items are kept alive here, so an identity cannot be reused by other items.
+        """
+        key = (section.name, tuple(map(id, section.items)))
+        if key not in self._alive:
+            self._alive[key] = section.items
+        return key
+
+
+def _values(p: Plan, context: dict[str, Any], view: EditionView) -> dict[str, str]:
+    """What each token stands for in this set, escaped as Jinja's autoescape prints it."""
+    values = {_SLOT_TOKEN.format(i): str(escape(context[name])) for i, name in enumerate(p.slots)}
+    if p.categories_join is not None:
+        values[_CATEGORIES_TOKEN] = str(escape(p.categories_join.join(view.categories)))
+    return values
+
+
+def _fill(html: str, values: dict[str, str]) -> str:
+    return "".join([values.get(part, part) for part in _TOKENS.split(html)])
+
+
+def _utf8_size(text: str, limit: int) -> int:
+    """The UTF-8 size of ``text``, or a size under ``limit`` when it is surely under (no encode)."""
+    if len(text) * 4 < limit:  # at most 4 bytes a character
+        return len(text)
+    return len(text.encode("utf-8"))
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    lo, hi = 0, n
+    while lo < hi:  # binary search on slices: C-speed comparisons, not a Python loop per char
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
