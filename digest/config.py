@@ -90,6 +90,7 @@ class SenderConfig:
     sending_domain: str = "example.com"
     outbox: str = "build/outbox"
     unsubscribe_mailto: str = ""
+    list_id: str = ""  # List-Id (RFC 2919); empty: "Site name" <digest.host of site.base_url>
     sendgrid_host: str = "https://api.sendgrid.com"
     timeout_seconds: float = 30.0
     max_retries: int = 5
