@@ -26,7 +26,12 @@ SENDGRID_KEY_ENV = "SENDGRID_API_KEY"
 SENDGRID_HOST_ENV = "SENDGRID_API_HOST"
 SMTP_PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
 # The templates that ship with digest: top-level templates/ in a checkout (pip install -e .).
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The email templates: in an installed wheel they are package data (digest/templates, mapped
+# from the top-level templates/ by setup.py); in a checkout, the top-level folder itself.
+_PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "templates"
+BUILTIN_TEMPLATES = (
+    _PACKAGED_TEMPLATES if _PACKAGED_TEMPLATES.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+)
 
 
 @dataclass(frozen=True)
