@@ -30,7 +30,9 @@ SMTP_PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
 # from the top-level templates/ by setup.py); in a checkout, the top-level folder itself.
 _PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "templates"
 BUILTIN_TEMPLATES = (
-    _PACKAGED_TEMPLATES if _PACKAGED_TEMPLATES.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+    _PACKAGED_TEMPLATES
+    if _PACKAGED_TEMPLATES.is_dir()
+    else Path(__file__).resolve().parent.parent / "templates"
 )
 
 
