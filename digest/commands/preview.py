@@ -120,7 +120,7 @@ def preview_command(
         rendered = None
     out = Path(out_dir) if out_dir else config.path(config.edition.output)
     data = edition_manifest(config, edition, rendered, loaded, as_of=moment)
-    write_outputs(out, rendered, data)
+    write_outputs(out, rendered, data, config=config)
     if rendered is not None:
         for warning in rendered.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
@@ -168,6 +168,7 @@ def _serve(
         out_dir=out_dir,
         categories=tuple(categories),
         against=against,
+        host=host,
     )
     app = create_app(settings)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
