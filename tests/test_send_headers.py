@@ -239,3 +239,19 @@ def test_check_flags_an_encoded_word_in_the_unsubscribe_headers(tmp_path: Path) 
     good = {"List-Unsubscribe": f"<{UNSUBSCRIBE_URL}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     findings = check_edition(_rendered(), config, headers=good)
     assert not [f for f in findings if f.code == "list-unsubscribe-encoded" and f.level != "ok"]
+
+
+def test_sendgrid_requests_carry_list_id_and_plain_list_unsubscribe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SendGrid writes the MIME itself; the request's JSON is what it is given."""
+    from digest.send.sendgrid import SendGridSender
+
+    monkeypatch.setenv("SENDGRID_API_KEY", "SG.test-key-not-used")
+
+    config = _config(tmp_path)
+    body = SendGridSender.from_config(config).message_body(_message(config))
+    assert body["headers"]["List-Id"] == "The Test Brief <digest.brief.example.com>"
+    (personal,) = body["personalizations"]
+    assert personal["headers"]["List-Unsubscribe"].startswith("<https://brief.example.com/unsubscribe/")
+    assert personal["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
