@@ -255,3 +255,37 @@ def test_sendgrid_requests_carry_list_id_and_plain_list_unsubscribe(
     (personal,) = body["personalizations"]
     assert personal["headers"]["List-Unsubscribe"].startswith("<https://brief.example.com/unsubscribe/")
     assert personal["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_the_readme_send_writes_raw_list_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's first command, end to end: every .eml in the outbox, read as bytes."""
+    import shutil
+
+    from digest.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    for name in ("config.toml", "posts", "examples"):
+        source = root / name
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGEST_SECRET", SECRET)
+    for key in ("DIGEST_CONFIG", "DIGEST_DATABASE_URL"):
+        monkeypatch.delenv(key, raising=False)
+    for args in (["subscribers", "import", "examples/subscribers.csv"], ["send", "--as-of", "2026-01-09"]):
+        with pytest.raises(SystemExit) as exited:
+            main(args)
+        assert not exited.value.code, capsys.readouterr()
+    emails = sorted((tmp_path / "build" / "outbox").glob("*.eml"))
+    assert len(emails) == 5
+    for path in emails:
+        raw = path.read_bytes()
+        (unsub,) = _raw_headers(raw, "List-Unsubscribe")
+        assert not ENCODED_WORD.search(unsub) and unsub.startswith(b"List-Unsubscribe: <http"), unsub
+        assert re.fullmatch(rb"List-Unsubscribe: <https?://[!-~]+>(,\r\n <[!-~]+>)?", unsub), unsub
+        assert _raw_headers(raw, "List-Unsubscribe-Post") == [
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click"
+        ]
+        (list_id_header,) = _raw_headers(raw, "List-Id")
+        assert list_id_header.startswith(b"List-Id: ") and list_id_header.endswith(b">")
