@@ -103,6 +103,21 @@ class _Skeleton:
         self.rejected: set[str] = set()  # characters MRML changes there
 
 
+_SECTIONS_TOKEN = f"Qz{_NONCE}SectionsQz"
+# MJML elements whose content MRML copies through as it is: it cannot change how a sibling
+# section compiles, so frames that differ only there share their sections' pieces.
+_COPIED = re.compile(
+    r"(<(mj-text|mj-button|mj-table|mj-raw|mj-title|mj-preview|mj-style|mj-navbar-link"
+    r"|mj-accordion-title|mj-accordion-text|mj-social-element)\b[^>]*>).*?(</\2>)",
+    re.DOTALL,
+)
+
+
+def _family(before: str, after: str) -> str:
+    """A frame's MJML without the content of elements MRML copies through."""
+    return _COPIED.sub(r"\1\3", before) + "\0" + _COPIED.sub(r"\1\3", after)
+
+
 _TOKENS = re.compile(f"({_CATEGORIES_TOKEN}|Qz{_NONCE}Slot[0-9]+Qz)")
 
 
@@ -115,6 +130,8 @@ class EditionAssembler:
         self._text_plan: Plan | Direct | None = None
         self._skeletons: dict[tuple[object, ...], _Skeleton | None] = {}
         self._seen: set[tuple[object, ...]] = set()  # frames rendered once, directly
+        self._chars: set[str] = set()  # every character of a token's value seen so far
+        self._families: dict[str, dict[_SectionKey, str | None]] = {}  # see _family
         self._html_sources: dict[tuple[object, ...], str] = {}
         self._text_pieces: dict[tuple[object, ...], tuple[str, str | None]] = {}
         self._alive: dict[_SectionKey, tuple[Item, ...]] = {}
@@ -230,11 +247,16 @@ class EditionAssembler:
             return None
         before, after = frame
         bare = self._compile(before + after)
+        # Where the sections go in the HTML: where MRML puts a marker (mj-raw copies its text),
+        # else where the HTML with one section starts to differ from the HTML with none.
+        marked = self._compile(before + f"<mj-raw>{_SECTIONS_TOKEN}</mj-raw>" + after)
+        at = marked.find(_SECTIONS_TOKEN)
+        exact = at >= 0 and marked[:at] + marked[at + len(_SECTIONS_TOKEN) :] == bare
         source = self._html_source(p, view.sections[0], context, view)
         with_one = self._compile(before + source + after)
-        cut = _common_prefix(bare, with_one)
+        cut = at if exact else _common_prefix(bare, with_one)
         head, tail = bare[:cut], bare[cut:]
-        if not with_one.endswith(tail) or len(with_one) < len(bare):
+        if not with_one.startswith(head) or not with_one.endswith(tail) or len(with_one) < len(bare):
             return None
         piece = with_one[cut : len(with_one) - len(tail)]
         if self._compile(before + source + source + after) != head + piece + piece + tail:
@@ -252,7 +274,14 @@ class EditionAssembler:
         if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe_ctx, probe_view)):
             return None
         skeleton = _Skeleton(before, after, head, tail)
-        skeleton.pieces[self._key(view.sections[0])] = piece
+        probe_key = self._key(view.sections[0])
+        if exact:
+            # Frames that differ only in text MRML copies through (the post count in a header,
+            # say) compile a section alike: they share its pieces, checked here on the probe.
+            family = self._families.setdefault(_family(before, after), {})
+            if family.get(probe_key, piece) == piece:
+                skeleton.pieces = family
+        skeleton.pieces[probe_key] = piece
         return skeleton
 
     def _verify(self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView) -> bool:
@@ -269,13 +298,24 @@ class EditionAssembler:
             return True
         if new & skeleton.rejected:
             return False
-        if not self._probe(skeleton, p, context, view, new):
-            if len(new) > 1:  # which of them? each alone, once
-                for char in new:
-                    self._probe(skeleton, p, context, view, {char})
-            skeleton.rejected |= new - skeleton.verified
-            return False
-        return True
+        # Every character seen in any set so far, checked at once: later sets then rarely bring
+        # a new one; a batch with a character MRML changes is halved until it is found.
+        self._chars |= new
+        self._probe_many(skeleton, p, context, view, (self._chars - skeleton.verified) - skeleton.rejected)
+        return not (new - skeleton.verified)
+
+    def _probe_many(
+        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView, chars: set[str]
+    ) -> None:
+        if not chars or self._probe(skeleton, p, context, view, chars):
+            return
+        if len(chars) == 1:
+            skeleton.rejected |= chars
+            return
+        ordered = sorted(chars)
+        half = len(ordered) // 2
+        self._probe_many(skeleton, p, context, view, set(ordered[:half]))
+        self._probe_many(skeleton, p, context, view, set(ordered[half:]))
 
     def _probe(
         self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView, chars: set[str]

@@ -172,10 +172,18 @@ def _analyse(
     keyed: set[str] = set()
     joins: set[str] = set()
     categories_other = False
+    parents = {id(child): node for _, node in _walk(tree) for child in node.iter_child_nodes()}
+
+    def up(node: nodes.Node, levels: int) -> nodes.Node | None:
+        found: nodes.Node | None = node
+        for _ in range(levels):
+            found = parents.get(id(found)) if found is not None else None
+        return found
+
     for path, node in _walk(tree):
         if _within(path, loop_path) or not isinstance(node, nodes.Name) or node.ctx != "load":
             continue
-        parent = _node_at(tree, path[:-1])
+        parent = up(node, 1)
         if node.name == "edition":
             if not isinstance(parent, nodes.Getattr):
                 return Direct("it uses `edition` as a whole (only its attributes can be followed)")
@@ -184,9 +192,9 @@ def _analyse(
             if parent.attr != "categories":
                 edition_keys.add(parent.attr)
                 continue
-            grand = _node_at(tree, path[:-2])
+            grand = up(node, 2)
             sep = _join_separator(grand, parent) if grand is not None else None
-            if sep is not None and isinstance(_node_at(tree, path[:-3]), nodes.Output):
+            if sep is not None and isinstance(up(node, 3), nodes.Output):
                 joins.add(sep)
             elif not (isinstance(grand, nodes.If | nodes.CondExpr) and grand.test is parent):
                 categories_other = True
