@@ -81,7 +81,8 @@ def _edition(chosen: tuple[str, ...]) -> Edition:
 # -- templates ------------------------------------------------------------------------------------
 
 MJML = """{%- set rule = "·" -%}{{ TOP }}
-<mjml><mj-head><mj-title>{{ subject }}</mj-title><mj-preview>{{ preheader }}</mj-preview></mj-head>
+<mjml><mj-head><mj-title>{{ subject }}</mj-title><mj-preview>{{ preheader }}</mj-preview>
+<mj-attributes><mj-all font-family="Arial"/>{{ ATTRS }}</mj-attributes></mj-head>
 <mj-body><mj-section><mj-column><mj-text><h1>{{ site.name }}</h1>
 <p>{{ edition.post_count }} new {{ rule }}{{ HEAD }}</p></mj-text></mj-column></mj-section>
 {%- for section in edition.sections %}
@@ -147,12 +148,18 @@ TRICKS: dict[str, dict[str, str]] = {
         "SECTION": "{% if section.name == edition.sections[-1].name %} last{% endif %}"
     },
     "titles in the frame": {"HEAD": " first: {{ edition.titles[0] }}"},
+    "count in mj-attributes (changes how every section compiles)": {
+        "ATTRS": '<mj-text font-size="{{ 14 if edition.post_count > 4 else 16 }}px"/>'
+    },
+    "count in an attribute of the frame": {
+        "HEAD": '</p></mj-text><mj-image src="https://example.com/{{ edition.post_count }}.png" alt="n"/><mj-text><p>'
+    },
     "the last section, by a set in the loop": {"SECTION": "{% set rule = loop.last %}{{ rule }}"},
 }
 
 
 def _fill(template: str, snippets: dict[str, str]) -> str:
-    for slot in ("TOP", "HEAD", "SECTION", "ITEM", "FOOT"):
+    for slot in ("TOP", "ATTRS", "HEAD", "SECTION", "ITEM", "FOOT"):
         template = template.replace("{{ " + slot + " }}", snippets.get(slot, ""))
     return template
 
