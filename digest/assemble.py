@@ -37,6 +37,7 @@ from markupsafe import escape
 
 from digest.config import Config
 from digest.edition_view import EditionView
+from digest.errors import RenderError
 from digest.model import Edition, Item, RenderedEdition, Section
 from digest.template_reads import SECTIONS_MARK, Direct, Plan, plan
 from digest.text_format import collapse_blank_lines, strip_lines, tidy_text
@@ -56,6 +57,10 @@ _SLOT_TOKEN = "Qz" + _NONCE + "Slot{}Qz"
 _PROBE = "<b>&amp; \"Q\" 'x'  ü 東京 ☕ A-z 0-9 .,:;!?()[]{}/|+=*%$#@~^_`</b>"
 
 _SectionKey = tuple[str, tuple[int, ...]]
+
+
+class _Unusable(Exception):
+    """A frame or piece MRML would not compile: this set is rendered directly."""
 
 
 class Renders(Protocol):
@@ -207,18 +212,24 @@ class EditionAssembler:
             if key not in self._seen:  # a frame seen once may be seen only once: render directly
                 self._seen.add(key)
                 return None
-            skeleton = self._skeletons[key] = self._skeleton(p, context, view)
+            try:
+                skeleton = self._skeleton(p, context, view)
+            except _Unusable:
+                skeleton = None
+            self._skeletons[key] = skeleton
         if skeleton is None:
             return None
-        if not self._verify(skeleton, p, context, view):
+        try:
+            if not self._verify(skeleton, p, context, view):
+                return None
+            pieces = [self._piece(skeleton, section, context, view) for section in view.sections]
+        except _Unusable:
+            return None
+        if None in pieces:
             return None
         values = _values(p, context, view)
         parts = [values.get(part, part) for part in skeleton.head_parts]
-        for section in view.sections:
-            piece = self._piece(skeleton, section, context, view)
-            if piece is None:
-                return None
-            parts.append(piece)
+        parts += pieces  # type: ignore[arg-type]
         parts.extend([values.get(part, part) for part in skeleton.tail_parts])
         return "".join(parts)
 
@@ -234,8 +245,10 @@ class EditionAssembler:
             ctx = {**context, "edition": tokened}
             for i, name in enumerate(p.slots):
                 ctx[name] = _SLOT_TOKEN.format(i)
-        r = self.renderer
-        frame = r._run(p.frame, ctx, MJML_TEMPLATE)
+        try:
+            frame = self.renderer._run(p.frame, ctx, MJML_TEMPLATE)
+        except RenderError as exc:
+            raise _Unusable from exc
         if frame.count(SECTIONS_MARK) != 1:  # the loop sits in an {% if %} not taken
             return None
         before, after = frame.split(SECTIONS_MARK)
@@ -357,8 +370,13 @@ class EditionAssembler:
         return source
 
     def _compile(self, source: str) -> str:
+        """Compile a frame or piece; MJML that does not compile raises _Unusable (render directly:
+        the direct render then says what is wrong, if anything is)."""
         self.compiles += 1
-        return self.renderer._compile(source)
+        try:
+            return self.renderer._compile(source)
+        except RenderError as exc:
+            raise _Unusable from exc
 
     # -- plain text ----------------------------------------------------------------------------
 

@@ -255,3 +255,26 @@ def test_a_template_that_cannot_be_assembled_says_why(tmp_path: Path, trick: str
     assembler.render(_edition(("US", "Europe")))
     assert assembler.reason is not None and reason in assembler.reason
     assert assembler.assembled == 0
+
+
+def test_a_template_whose_mjml_does_not_compile_fails_as_a_direct_render_does(tmp_path: Path) -> None:
+    """The assembler never hides an error, nor makes one up: it renders directly and says what
+    the direct render says."""
+    from digest.errors import RenderError
+
+    config = _config(tmp_path, "plain")
+    broken = _fill(MJML, {"SECTION": "{% if section.name == 'Markets' %}</mj-column>{% endif %}"})
+    (tmp_path / "templates" / "edition.mjml.j2").write_text(broken, encoding="utf-8")
+    renderer = Renderer(config)
+    assembler = renderer.assembler()
+    for chosen in SETS[:20]:
+        edition = _edition(chosen)
+        try:
+            want: RenderedEdition | str = renderer.render(edition)
+        except RenderError as exc:
+            want = str(exc)
+        try:
+            got: RenderedEdition | str = assembler.render(edition)
+        except RenderError as exc:
+            got = str(exc)
+        assert got == want, chosen
