@@ -33,6 +33,7 @@ __all__ = [
     "EditionAssembler",
     "EditionView",
     "Renderer",
+    "assembly_reason",
     "clear_cache",
     "credit",
     "host",
@@ -288,6 +289,14 @@ def render_edition(edition: Edition, config: Config) -> RenderedEdition:
                 _renderers.pop(next(iter(_renderers)))
             _renderers[config] = renderer
     return renderer.render(edition)
+
+
+def assembly_reason(edition: Edition, config: Config) -> str | None:
+    """Why a send would render this config's templates in full for every category set (None:
+    it assembles them from pieces). For the preview's checks; see templates/README.md."""
+    assembler = EditionAssembler(Renderer(config))
+    assembler._plan(assembler.renderer._context(edition))
+    return assembler.reason
 
 
 def clear_cache() -> None:

@@ -278,3 +278,14 @@ def test_a_template_whose_mjml_does_not_compile_fails_as_a_direct_render_does(tm
         except RenderError as exc:
             got = str(exc)
         assert got == want, chosen
+
+
+def test_the_preview_says_whether_a_send_assembles_the_template(tmp_path: Path) -> None:
+    from digest.preview.build import send_speed
+
+    edition = _edition(("US", "Markets"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert send_speed(_config(tmp_path / "a", None), edition).level == "ok"
+    slow = send_speed(_config(tmp_path / "b", "loop index"), edition)
+    assert slow.level == "warning" and "`loop` (its position among the sections)" in slow.message

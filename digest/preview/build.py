@@ -107,7 +107,7 @@ def build_preview(
         if out_dir is not None:
             result.written = write_outputs(out_dir, result.rendered, result.manifest, config=config)
         if checks and result.rendered is not None:
-            result.findings = run_checks(result.rendered, config)
+            result.findings = [*run_checks(result.rendered, config), send_speed(config, edition)]
     except Exception as exc:  # the page shows every failure; the server keeps running
         result.problem = problem_from(exc, config, posts_dir)
     return result
@@ -213,6 +213,23 @@ def run_checks(
 ) -> list[Finding]:
     """`digest check` over the rendered email, as the page lists it."""
     return check_edition(rendered, config, headers=headers)
+
+
+def send_speed(config: Config, edition: Edition) -> Finding:
+    """Whether a send assembles these templates from pieces or renders every set in full."""
+    from digest.render import assembly_reason
+
+    reason = assembly_reason(edition, config)
+    if reason is None:
+        return Finding(
+            "ok", "send-speed", "A send assembles this template from pieces (templates/README.md)."
+        )
+    return Finding(
+        "warning",
+        "send-speed",
+        f"A send renders every category set in full, about 5x slower: {reason}.",
+        "Exact either way; templates/README.md says what a template may read to be assembled.",
+    )
 
 
 def frame_html(html: str, *, scheme: str = "light", links: dict[str, str] | None = None) -> str:
