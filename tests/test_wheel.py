@@ -11,6 +11,7 @@ itself comes only from the wheel, which the test asserts.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -33,18 +34,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel built from this checkout installed; returns its bin folder."""
     tmp = tmp_path_factory.mktemp("wheel")
     dist = tmp / "dist"
-    # A copy of the checkout's sources, so the build cannot leave build/ or *.egg-info behind.
+    # A copy of what the build reads, so it cannot leave build/ or *.egg-info in the checkout.
     src = tmp / "src"
-    files = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for name in filter(None, files):
-        path = ROOT / os.fsdecode(name)
-        if path.is_file():
-            (src / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
-            (src / os.fsdecode(name)).write_bytes(path.read_bytes())
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "digest", "templates"):
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=ignore)
+        elif path.exists():
+            src.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, src / name)
     _run(
         [
             sys.executable,
