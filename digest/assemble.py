@@ -28,18 +28,19 @@ Why that is exact, not just usually right:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from typing import Any, Protocol
 
 import jinja2
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from digest.config import Config
 from digest.edition_view import EditionView
 from digest.errors import RenderError
 from digest.model import Edition, Item, RenderedEdition, Section
-from digest.template_reads import SECTIONS_MARK, Direct, Plan, plan
+from digest.template_reads import EXPRESSION, SECTIONS_MARK, Direct, Plan, plan
 from digest.text_format import collapse_blank_lines, strip_lines, tidy_text
 
 MJML_TEMPLATE = "edition.mjml.j2"
@@ -48,13 +49,15 @@ TEXT_TEMPLATE = "edition.txt.j2"
 # Plain letters and digits: they pass Jinja's escaping and MJML unchanged. A random part per
 # process, so no post or config text can spell a token by chance or on purpose.
 _NONCE = secrets.token_hex(6)
-_CATEGORIES_TOKEN = f"Qz{_NONCE}CategoriesQz"
-_SLOT_TOKEN = "Qz" + _NONCE + "Slot{}Qz"
+_TOKEN = "Qz" + _NONCE + "Value{}Qz"
 # Text with every character escaping produces. MRML does not copy every character through
 # (in the aria-label it makes of mj-title, a no-break space comes out as ``\u{a0}``, a
 # combining accent as ``\u{301}``), so any other character in a set's values is checked
 # against each frame before a token stands for it (``_Skeleton.verified``).
 _PROBE = "<b>&amp; \"Q\" 'x'  ü 東京 ☕ A-z 0-9 .,:;!?()[]{}/|+=*%$#@~^_`</b>"
+# Printable ASCII but the backslash (which MRML escapes in mj-title's aria-label) is checked
+# by _PROBE on every frame; any other character when a set first brings it (_verify).
+_VERIFIED = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"\\"}
 
 _SectionKey = tuple[str, tuple[int, ...]]
 
@@ -104,7 +107,7 @@ class _Skeleton:
         self.head_parts = _TOKENS.split(head)
         self.tail_parts = _TOKENS.split(tail)
         self.pieces: dict[_SectionKey, str | None] = {}
-        self.verified = set(_PROBE)  # characters a token may stand for in this frame
+        self.verified = set(_VERIFIED)  # characters a token may stand for in this frame
         self.rejected: set[str] = set()  # characters MRML changes there
 
 
@@ -123,7 +126,8 @@ def _family(before: str, after: str) -> str:
     return _COPIED.sub(r"\1\3", before) + "\0" + _COPIED.sub(r"\1\3", after)
 
 
-_TOKENS = re.compile(f"({_CATEGORIES_TOKEN}|Qz{_NONCE}Slot[0-9]+Qz)")
+_TOKENS = re.compile(f"(Qz{_NONCE}Value[0-9]+Qz)")  # split keeps the tokens
+_TOKEN_AT = re.compile(f"Qz{_NONCE}Value([0-9]+)Qz")
 
 
 class EditionAssembler:
@@ -137,6 +141,7 @@ class EditionAssembler:
         self._seen: set[tuple[object, ...]] = set()  # frames rendered once, directly
         self._chars: set[str] = set()  # every character of a token's value seen so far
         self._families: dict[str, dict[_SectionKey, str | None]] = {}  # see _family
+        self._values_globals: dict[str, Any] = {}
         self._html_sources: dict[tuple[object, ...], str] = {}
         self._text_pieces: dict[tuple[object, ...], tuple[str, str | None]] = {}
         self._alive: dict[_SectionKey, tuple[Item, ...]] = {}
@@ -187,64 +192,96 @@ class EditionAssembler:
         per_set = frozenset(context) - fixed - {"edition"}
         try:
             self._html_plan = plan(r._html_env, MJML_TEMPLATE, per_set, fixed)
-            self._text_plan = plan(r._text_env, TEXT_TEMPLATE, per_set, fixed)
+            self._text_plan = plan(r._text_env, TEXT_TEMPLATE, per_set, fixed, expressions=False)
         except jinja2.TemplateError as exc:  # the Renderer compiled it already: cannot happen
             self._html_plan = self._text_plan = Direct(f"the template did not parse again ({exc})")
+        base = dict(r._html_env.globals)
+        self._values_globals = base
 
     # -- HTML ----------------------------------------------------------------------------------
+
+    def _evaluate(self, p: Plan, context: dict[str, Any]) -> list[Any] | None:
+        """This set's value of each of the frame's per-set expressions (None: render directly).
+
+        Evaluated all at once, eagerly: an expression that fails (one in a branch this set does
+        not take, say) sends the set to a direct render, which does what the template says.
+        """
+        if p.values is None:
+            return []
+        template = p.values
+        ctx = jinja2.runtime.new_context(
+            template.environment,
+            template.name,
+            template.blocks,
+            {**self._values_globals, **context},
+            True,
+            self._values_globals,
+        )
+        try:
+            for _ in template.root_render_func(ctx):
+                pass
+            found = [ctx.vars[EXPRESSION.format(i)] for i in range(len(p.kinds))]
+        except Exception:
+            return None
+        if any(isinstance(v, jinja2.Undefined) for v in found):
+            return None
+        return found
 
     def _html(self, context: dict[str, Any], view: EditionView) -> str | None:
         p = self._html_plan
         assert isinstance(p, Plan)
+        computed = self._evaluate(p, context)
+        if computed is None:
+            return None
         try:
             key = (
                 view.id,
                 view.window_start,
                 view.window_end,
-                bool(view.categories),
-                *[getattr(view, a) for a in p.edition_keys],
-                *[context[n] for n in p.keyed_names],
+                *[
+                    bool(v) if kind == "test" else v
+                    for v, kind in zip(computed, p.kinds, strict=True)
+                    if kind != "print"
+                ],
             )
             skeleton = self._skeletons.get(key, ...)
-        except TypeError:  # an unhashable value read by the frame: render this set directly
+        except TypeError:  # an unhashable value the frame uses: render this set directly
             return None
         if skeleton is ...:
             if key not in self._seen:  # a frame seen once may be seen only once: render directly
                 self._seen.add(key)
                 return None
             try:
-                skeleton = self._skeleton(p, context, view)
+                skeleton = self._skeleton(p, context, view, computed)
             except _Unusable:
                 skeleton = None
             self._skeletons[key] = skeleton
         if skeleton is None:
             return None
+        values = _values(p, computed)
         try:
-            if not self._verify(skeleton, p, context, view):
+            if not self._verify(skeleton, p, context, computed, values):
                 return None
             pieces = [self._piece(skeleton, section, context, view) for section in view.sections]
         except _Unusable:
             return None
         if None in pieces:
             return None
-        values = _values(p, context, view)
         parts = [values.get(part, part) for part in skeleton.head_parts]
         parts += pieces  # type: ignore[arg-type]
         parts.extend([values.get(part, part) for part in skeleton.tail_parts])
         return "".join(parts)
 
     def _frame(
-        self, p: Plan, context: dict[str, Any], view: EditionView, tokens: bool
+        self, p: Plan, context: dict[str, Any], computed: list[Any], tokens: bool
     ) -> tuple[str, str] | None:
         """The frame's MJML before and after the sections, with tokens or this set's values."""
-        ctx = context
-        if tokens:
-            tokened = view.copy()
-            if p.categories_join is not None and view.categories:
-                tokened.categories = (_CATEGORIES_TOKEN,)
-            ctx = {**context, "edition": tokened}
-            for i, name in enumerate(p.slots):
-                ctx[name] = _SLOT_TOKEN.format(i)
+        ctx = dict(context)
+        for i, (value, kind) in enumerate(zip(computed, p.kinds, strict=True)):
+            if kind == "print":
+                ctx[EXPRESSION.format(i)] = _TOKEN.format(i) if tokens else value
+            else:
+                ctx[EXPRESSION.format(i)] = bool(value) if kind == "test" else value
         try:
             frame = self.renderer._run(p.frame, ctx, MJML_TEMPLATE)
         except RenderError as exc:
@@ -254,11 +291,18 @@ class EditionAssembler:
         before, after = frame.split(SECTIONS_MARK)
         return before, after
 
-    def _skeleton(self, p: Plan, context: dict[str, Any], view: EditionView) -> _Skeleton | None:
-        frame = self._frame(p, context, view, tokens=True)
+    def _skeleton(
+        self, p: Plan, context: dict[str, Any], view: EditionView, computed: list[Any]
+    ) -> _Skeleton | None:
+        frame = self._frame(p, context, computed, tokens=True)
         if frame is None:
             return None
         before, after = frame
+        inside = _in_tags(before) | _in_tags(after)
+        if inside:  # a value printed in an attribute: MRML may read it (a width), not copy it
+            kinds = tuple("value" if i in inside else kind for i, kind in enumerate(p.kinds))
+            self._html_plan = dataclasses.replace(p, kinds=kinds)  # frames kept per its value
+            return None
         bare = self._compile(before + after)
         # Where the sections go in the HTML: where MRML puts a marker (mj-raw copies its text),
         # else where the HTML with one section starts to differ from the HTML with none.
@@ -276,16 +320,10 @@ class EditionAssembler:
             return None  # sections do not simply follow one another in the compiled HTML
         # The tokens come out as the values would: with this set's values, and with a probe of
         # every character escaping produces.
-        real = self._frame(p, context, view, tokens=False)
-        if real is None or self._compile("".join(real)) != _fill(bare, _values(p, context, view)):
-            return None
-        probe_view = view.copy()
-        if p.categories_join is not None and view.categories:
-            probe_view.categories = (_PROBE, _PROBE)
-        probe_ctx = {**context, "edition": probe_view, **dict.fromkeys(p.slots, _PROBE)}
-        probed = self._frame(p, probe_ctx, probe_view, tokens=False)
-        if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe_ctx, probe_view)):
-            return None
+        for probe in (computed, _probed(p, computed, _PROBE)):
+            real = self._frame(p, context, probe, tokens=False)
+            if real is None or self._compile("".join(real)) != _fill(bare, _values(p, probe)):
+                return None
         skeleton = _Skeleton(before, after, head, tail)
         probe_key = self._key(view.sections[0])
         if exact:
@@ -297,15 +335,22 @@ class EditionAssembler:
         skeleton.pieces[probe_key] = piece
         return skeleton
 
-    def _verify(self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView) -> bool:
-        """Whether MRML copies every character of this set's values through in this frame.
+    def _verify(
+        self,
+        skeleton: _Skeleton,
+        p: Plan,
+        context: dict[str, Any],
+        computed: list[Any],
+        values: dict[str, str],
+    ) -> bool:
+        """Whether MRML copies every character of this set's printed values through in this frame.
 
         New characters are checked once per frame (one compile with all of them in every slot);
         a set with a character that MRML changes is rendered directly.
         """
-        chars = set(p.categories_join.join(view.categories)) if p.categories_join is not None else set()
-        for name in p.slots:
-            chars.update(str(context[name]))
+        chars: set[str] = set()
+        for text in values.values():
+            chars.update(text)
         new = chars - skeleton.verified
         if not new:
             return True
@@ -314,33 +359,33 @@ class EditionAssembler:
         # Every character seen in any set so far, checked at once: later sets then rarely bring
         # a new one; a batch with a character MRML changes is halved until it is found.
         self._chars |= new
-        self._probe_many(skeleton, p, context, view, (self._chars - skeleton.verified) - skeleton.rejected)
+        self._probe_many(
+            skeleton, p, context, computed, (self._chars - skeleton.verified) - skeleton.rejected
+        )
         return not (new - skeleton.verified)
 
     def _probe_many(
-        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView, chars: set[str]
+        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], computed: list[Any], chars: set[str]
     ) -> None:
-        if not chars or self._probe(skeleton, p, context, view, chars):
+        if not chars or self._probe(skeleton, p, context, computed, chars):
             return
         if len(chars) == 1:
             skeleton.rejected |= chars
             return
         ordered = sorted(chars)
         half = len(ordered) // 2
-        self._probe_many(skeleton, p, context, view, set(ordered[:half]))
-        self._probe_many(skeleton, p, context, view, set(ordered[half:]))
+        self._probe_many(skeleton, p, context, computed, set(ordered[:half]))
+        self._probe_many(skeleton, p, context, computed, set(ordered[half:]))
 
     def _probe(
-        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], view: EditionView, chars: set[str]
+        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], computed: list[Any], chars: set[str]
     ) -> bool:
+        # Escaped text never holds a bare < > & " ': they stand for themselves in the probe.
         text = "A" + "A".join(sorted(chars)) + "A"
-        probe_view = view.copy()
-        if p.categories_join is not None and view.categories:
-            probe_view.categories = (text,)
-        probe_ctx = {**context, "edition": probe_view, **dict.fromkeys(p.slots, text)}
-        probed = self._frame(p, probe_ctx, probe_view, tokens=False)
+        probe = _probed(p, computed, Markup(text))
+        probed = self._frame(p, context, probe, tokens=False)
         bare = "".join(skeleton.head_parts) + "".join(skeleton.tail_parts)
-        if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe_ctx, probe_view)):
+        if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe)):
             return False
         skeleton.verified |= chars
         return True
@@ -431,12 +476,27 @@ class EditionAssembler:
         return key
 
 
-def _values(p: Plan, context: dict[str, Any], view: EditionView) -> dict[str, str]:
-    """What each token stands for in this set, escaped as Jinja's autoescape prints it."""
-    values = {_SLOT_TOKEN.format(i): str(escape(context[name])) for i, name in enumerate(p.slots)}
-    if p.categories_join is not None:
-        values[_CATEGORIES_TOKEN] = str(escape(p.categories_join.join(view.categories)))
-    return values
+def _values(p: Plan, computed: list[Any]) -> dict[str, str]:
+    """What each token stands for in this set: the value printed as Jinja's autoescape prints it."""
+    return {
+        _TOKEN.format(i): str(escape(value))
+        for i, (value, kind) in enumerate(zip(computed, p.kinds, strict=True))
+        if kind == "print"
+    }
+
+
+def _probed(p: Plan, computed: list[Any], text: str) -> list[Any]:
+    """``computed`` with every printed value replaced by ``text``."""
+    return [text if kind == "print" else value for value, kind in zip(computed, p.kinds, strict=True)]
+
+
+def _in_tags(mjml: str) -> set[int]:
+    """The expressions whose tokens stand inside a tag (an attribute) rather than in text."""
+    return {
+        int(match.group(1))
+        for match in _TOKEN_AT.finditer(mjml)
+        if mjml.rfind("<", 0, match.start()) > mjml.rfind(">", 0, match.start())
+    }
 
 
 def _fill(html: str, values: dict[str, str]) -> str:

@@ -32,6 +32,7 @@ from jinja2 import nodes
 from jinja2.utils import _PassArg
 
 SECTIONS_MARK = "\x00digest-sections\x00"
+EXPRESSION = "qzdigestexpr{}"  # the frame's per-set expression i (see Plan)
 
 WINDOW_ATTRS = frozenset({"id", "window_start", "window_end", "first_day", "last_day"})
 _PURE_GLOBALS = frozenset({"range", "dict"})
@@ -50,23 +51,22 @@ _NOT_SUPPORTED = (
 
 @dataclass(frozen=True)
 class Plan:
-    """How to assemble one template, and what a frame rendered for one set may be reused for.
+    """How to assemble one template.
 
-    ``edition_keys``: edition attributes read outside the loop other than as noted below; a
-    frame is reused only for sets that agree on all of them. ``slots``: per-set context names
-    (``subject``, ``preheader``) the template only prints as they are, so a frame can carry a
-    token in their place. ``keyed_names``: per-set context names read any other way.
-    ``categories_join``: the separator when the categories are only printed joined
-    (``{{ edition.categories | join(", ") }}``) and tested for being empty; None when they are
-    read any other way (they are then in ``edition_keys``) or not at all.
+    ``frame`` and ``sections``: see the module's docstring. For the HTML template (with
+    ``expressions``), each expression outside the loop that reads a per-set value (the reader's
+    categories, the post count, ``subject``, ...) is replaced in the frame by the name
+    ``EXPRESSION.format(i)``, and ``values`` (a template of just those expressions) computes
+    them for a set. ``kinds[i]`` says how the frame uses expression i: ``"print"`` (printed as
+    it is: a token stands for it, filled in per set, so it costs nothing), ``"test"`` (an
+    ``{% if %}``: frames are kept per truth value) or ``"value"`` (anything else: frames are
+    kept per value).
     """
 
     frame: jinja2.Template
     sections: jinja2.Template
-    edition_keys: tuple[str, ...]
-    slots: tuple[str, ...]
-    keyed_names: tuple[str, ...]
-    categories_join: str | None
+    values: jinja2.Template | None = None
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,47 +76,73 @@ class Direct:
     reason: str
 
 
-def plan(env: jinja2.Environment, name: str, per_set: frozenset[str], fixed: frozenset[str]) -> Plan | Direct:
+def plan(
+    env: jinja2.Environment,
+    name: str,
+    per_set: frozenset[str],
+    fixed: frozenset[str],
+    *,
+    expressions: bool = True,
+) -> Plan | Direct:
     """The assembly plan for template ``name`` of ``env``, or why there is none.
 
     ``per_set``: context names whose values differ between category sets (``subject``, ...);
     ``fixed``: context names that are the same for every render (``site``, the placeholders).
+    ``expressions``: find and replace the frame's per-set expressions (for a frame compiled
+    once and reused: the HTML); without, the frame is rendered with each set's own values.
     """
     if env.loader is None:
         return Direct("the environment has no loader")
     source, filename, _ = env.loader.get_source(env, name)
     tree = env.parse(source, name, filename)
-    found = _analyse(tree, env, per_set, fixed)
+    found = _analyse(tree, env, per_set, fixed, expressions)
     if isinstance(found, Direct):
         return found
-    loop_path, constants, edition_keys, slots, keyed_names, join = found
+    loop_path, constants, exprs = found
+
+    def constant_assigns(tree: nodes.Template, before: int) -> list[nodes.Node]:
+        return [
+            node
+            for i, node in enumerate(tree.body)
+            if i < before and isinstance(node, nodes.Assign) and _assigned_name(node) in constants
+        ]
+
     frame_tree = env.parse(source, name, filename)
-    _replace_at(frame_tree, loop_path, nodes.Output([nodes.TemplateData(SECTIONS_MARK)]))
+    replaced = [(_node_at(frame_tree, path), EXPRESSION.format(i)) for i, (path, _) in enumerate(exprs)]
+    _replace(frame_tree, _node_at(frame_tree, loop_path), nodes.Output([nodes.TemplateData(SECTIONS_MARK)]))
+    for node, var in replaced:
+        _replace(frame_tree, node, nodes.Name(var, "load"))
     sections_tree = env.parse(source, name, filename)
     loop = _node_at(sections_tree, loop_path)
     assert isinstance(loop, nodes.For)
-    top = loop_path[0]
-    body: list[nodes.Node] = [
-        node
-        for i, node in enumerate(sections_tree.body)
-        if i < top and isinstance(node, nodes.Assign) and _assigned_name(node) in constants
-    ]
-    sections_only = nodes.Template([*body, loop], lineno=1)
+    sections_only = nodes.Template([*constant_assigns(sections_tree, loop_path[0]), loop], lineno=1)
+    values = None
+    if exprs:
+        values_tree = env.parse(source, name, filename)
+        assigns: list[nodes.Node] = []
+        for i, (path, _) in enumerate(exprs):
+            expr = _node_at(values_tree, path)
+            assert isinstance(expr, nodes.Expr)
+            assigns.append(nodes.Assign(nodes.Name(EXPRESSION.format(i), "store"), expr, lineno=expr.lineno))
+        body = constant_assigns(values_tree, len(values_tree.body)) + assigns
+        values = _compile(env, nodes.Template(body, lineno=1), name, filename)
     return Plan(
         frame=_compile(env, frame_tree, name, filename),
         sections=_compile(env, sections_only, name, filename),
-        edition_keys=edition_keys,
-        slots=slots,
-        keyed_names=keyed_names,
-        categories_join=join,
+        values=values,
+        kinds=tuple(kind for _, kind in exprs),
     )
 
 
-_Found = tuple[tuple[int, ...], frozenset[str], tuple[str, ...], tuple[str, ...], tuple[str, ...], str | None]
+_Found = tuple[tuple[int, ...], frozenset[str], list[tuple[tuple[int, ...], str]]]
 
 
 def _analyse(
-    tree: nodes.Template, env: jinja2.Environment, per_set: frozenset[str], fixed: frozenset[str]
+    tree: nodes.Template,
+    env: jinja2.Environment,
+    per_set: frozenset[str],
+    fixed: frozenset[str],
+    expressions: bool,
 ) -> _Found | Direct:
     for kind, tag in _NOT_SUPPORTED:
         for _ in tree.find_all(kind):
@@ -131,14 +157,14 @@ def _analyse(
         if n.name in _NONDETERMINISTIC_GLOBALS:
             return Direct(f"`{n.name}` gives a different result each render")
 
-    paths = [path for path, node in _walk(tree) if isinstance(node, nodes.For) and _is_sections(node.iter)]
-    if len(paths) != 1:
+    loops = [path for path, node in _walk(tree) if isinstance(node, nodes.For) and _is_sections(node.iter)]
+    if len(loops) != 1:
         return Direct(
             "it has no loop over edition.sections"
-            if not paths
+            if not loops
             else "it loops over edition.sections more than once"
         )
-    loop_path = paths[0]
+    loop_path = loops[0]
     ancestors = _ancestors(tree, loop_path)
     if not all(isinstance(a, nodes.Template | nodes.If) for a in ancestors):
         kinds = ", ".join(sorted({type(a).__name__ for a in ancestors} - {"Template", "If"}))
@@ -167,51 +193,60 @@ def _analyse(
     if problem:
         return Direct(f"each section's part reads {problem}, so it is not the same in every set")
 
-    edition_keys: set[str] = set()
-    slots: set[str] = set()
-    keyed: set[str] = set()
-    joins: set[str] = set()
-    categories_other = False
+    if not expressions:
+        return loop_path, frozenset(constants), []
+    given = per_set | fixed | {"edition"}
+    if given & (stored_inside | stored_outside):
+        return Direct(
+            f"it sets `{sorted(given & (stored_inside | stored_outside))[0]}`, a name the renderer gives"
+        )
     parents = {id(child): node for _, node in _walk(tree) for child in node.iter_child_nodes()}
-
-    def up(node: nodes.Node, levels: int) -> nodes.Node | None:
-        found: nodes.Node | None = node
-        for _ in range(levels):
-            found = parents.get(id(found)) if found is not None else None
-        return found
-
+    paths = {id(node): path for path, node in _walk(tree)}
+    readable = per_set | fixed | _PURE_GLOBALS | {"edition"}
+    exprs: dict[int, tuple[tuple[int, ...], str]] = {}
     for path, node in _walk(tree):
         if _within(path, loop_path) or not isinstance(node, nodes.Name) or node.ctx != "load":
             continue
-        parent = up(node, 1)
+        if node.name not in per_set and node.name != "edition":
+            continue
+        parent = parents.get(id(node))
         if node.name == "edition":
             if not isinstance(parent, nodes.Getattr):
                 return Direct("it uses `edition` as a whole (only its attributes can be followed)")
             if parent.attr == "sections":
                 return Direct("it reads edition.sections outside its loop over them")
-            if parent.attr != "categories":
-                edition_keys.add(parent.attr)
+        # The whole expression this read is part of, up to the statement that uses it.
+        expr: nodes.Node = node
+        while isinstance(parents.get(id(expr)), nodes.Expr | nodes.Helper):
+            expr = parents[id(expr)]
+        if id(expr) in exprs:
+            continue
+        statement = parents[id(expr)]
+        for name in expr.find_all(nodes.Name):
+            if name.name in readable:
                 continue
-            grand = up(node, 2)
-            sep = _join_separator(grand, parent) if grand is not None else None
-            if sep is not None and isinstance(up(node, 3), nodes.Output):
-                joins.add(sep)
-            elif not (isinstance(grand, nodes.If | nodes.CondExpr) and grand.test is parent):
-                categories_other = True
-        elif node.name in per_set:
-            (slots if isinstance(parent, nodes.Output) else keyed).add(node.name)
-    join: str | None = None
-    if categories_other or len(joins) > 1:
-        edition_keys.add("categories")
-    elif joins:
-        join = joins.pop()
-    return (
-        loop_path,
-        frozenset(constants),
-        tuple(sorted(edition_keys)),
-        tuple(sorted(slots - keyed)),
-        tuple(sorted(keyed)),
-        join,
+            if name.name in constants and _top_index(tree, name.name) < paths[id(expr)][0]:
+                continue
+            return Direct(
+                f"line {expr.lineno}: an expression reads a per-set value together with "
+                f"`{name.name}`, which only the template knows"
+            )
+        ancestors = [*_ancestors(tree, paths[id(statement)]), statement]
+        printed = isinstance(statement, nodes.Output) and not any(
+            isinstance(a, nodes.AssignBlock | nodes.FilterBlock | nodes.EvalContextModifier)
+            for a in ancestors
+        )
+        tested = isinstance(statement, nodes.If) and statement.test is expr
+        exprs[id(expr)] = (paths[id(expr)], "print" if printed else "test" if tested else "value")
+    return loop_path, frozenset(constants), list(exprs.values())
+
+
+def _top_index(tree: nodes.Template, name: str) -> int:
+    """Where the top-level ``{% set name = ... %}`` is in the template's body."""
+    return next(
+        i
+        for i, node in enumerate(tree.body)
+        if isinstance(node, nodes.Assign) and _assigned_name(node) == name
     )
 
 
@@ -288,18 +323,6 @@ def _is_sections(node: nodes.Node) -> bool:
     )
 
 
-def _join_separator(node: nodes.Node, value: nodes.Node) -> str | None:
-    """``sep`` when ``node`` is exactly ``value | join(sep)`` (or ``| join``)."""
-    if not (isinstance(node, nodes.Filter) and node.name == "join" and node.node is value):
-        return None
-    if node.kwargs or node.dyn_args or node.dyn_kwargs or len(node.args) > 1:
-        return None
-    if not node.args:
-        return ""
-    arg = node.args[0]
-    return arg.value if isinstance(arg, nodes.Const) and isinstance(arg.value, str) else None
-
-
 def _passes_context(func: object) -> bool:
     return getattr(func, "jinja_pass_arg", None) is _PassArg.context
 
@@ -336,18 +359,21 @@ def _within(path: tuple[int, ...], loop_path: tuple[int, ...]) -> bool:
     return path[: len(loop_path)] == loop_path
 
 
-def _replace_at(tree: nodes.Template, path: tuple[int, ...], new: nodes.Node) -> nodes.Node:
-    """Put ``new`` where the node at ``path`` is, in its parent's body list; return the old one."""
-    parent = _node_at(tree, path[:-1])
-    old = _node_at(tree, path)
-    assert parent is not None and old is not None
-    for field in parent.fields:
-        value = getattr(parent, field)
-        if isinstance(value, list) and any(item is old for item in value):
-            value[[id(item) for item in value].index(id(old))] = new
+def _replace(tree: nodes.Template, old: nodes.Node | None, new: nodes.Node) -> None:
+    """Put ``new`` where ``old`` is in ``tree`` (a field of its parent, or an item of a list field)."""
+    assert old is not None
+    for parent in [tree, *tree.find_all(nodes.Node)]:
+        for field in parent.fields:
+            value = getattr(parent, field)
+            if value is old:
+                setattr(parent, field, new)
+            elif isinstance(value, list) and any(item is old for item in value):
+                value[[id(item) for item in value].index(id(old))] = new
+            else:
+                continue
             new.set_lineno(old.lineno)
-            return old
-    raise AssertionError("the loop is always in a body list (checked by _analyse)")
+            return
+    raise AssertionError("the node is in the tree (found by _analyse)")
 
 
 def _compile(

@@ -155,6 +155,20 @@ TRICKS: dict[str, dict[str, str]] = {
         "HEAD": '</p></mj-text><mj-image src="https://example.com/{{ edition.post_count }}.png" alt="n"/><mj-text><p>'
     },
     "the last section, by a set in the loop": {"SECTION": "{% set rule = loop.last %}{{ rule }}"},
+    "categories listed in the footer": {
+        "FOOT": "{% for c in edition.categories %} [{{ c | upper }}]{% endfor %}"
+    },
+    "a count set once, tested and printed": {
+        "TOP": "{% set n = edition.post_count %}",
+        "HEAD": "{% if n > 3 %} many{% endif %} ({{ n }})",
+    },
+    "an expression that fails where it is not used": {
+        "HEAD": "{% if edition.post_count > 3 %} fourth: {{ edition.titles[3] }}{% endif %}"
+    },
+    "a printed value captured by a set block": {
+        "HEAD": '{% set t %}{{ edition.post_count }}{% endset %}{% if t == "3" %} three{% endif %}'
+    },
+    "autoescape off around a value": {"HEAD": "{% autoescape false %} {{ subject }}{% endautoescape %}"},
 }
 
 

@@ -510,8 +510,9 @@ def test_assembler_matches_render_for_every_category_set(tmp_path: Path) -> None
     editions.append(golden_edition())
     for edition in editions * 2:  # the second round comes from the caches
         assert assembler.render(edition) == renderer.render(edition)
-    # Only the first set of each frame (post count, categories or not) is rendered directly.
-    assert assembler.direct == len({(e.post_count, bool(e.categories)) for e in editions})
+    # Only the first set of the window's one frame is rendered directly: the shipped template
+    # prints the post count and the categories (tokens) and tests only whether there are any.
+    assert assembler.direct == 1
     assert assembler.assembled == 2 * len(editions) - assembler.direct
     with pytest.raises(EmptyEditionError):
         assembler.render(make_edition(categories=("Europe",)))
