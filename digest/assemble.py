@@ -2,26 +2,29 @@
 
 A send renders one edition per distinct category set: 4,095 of them for 12 categories. Most of
 an edition is its sections, and a section (its name and items) recurs in many sets. So each
-distinct section is rendered (Jinja) once and compiled (MJML) once per frame, and only the
-frame (everything around the sections: subject, post count, the categories in the footer) is
-rendered per set; the HTML frame is compiled once per distinct frame, with tokens where the
-set's subject, preheader and category names go, which are then put in escaped as Jinja escapes
-them.
+distinct section is rendered (Jinja) once and compiled (MJML) once per family of frames, and
+only the frame (everything around the sections) is handled per set: the plain-text frame is
+rendered per set (a short Jinja pass); the HTML frame is compiled once per distinct outcome of
+its per-set logic, with tokens where it prints per-set values (subject, post count, the
+reader's categories), which are then put in escaped as Jinja escapes them.
 
 Why that is exact, not just usually right:
 
 - Jinja: ``digest.template_reads`` proves from the template's syntax tree that its one loop
   over ``edition.sections`` writes, for each section, text that depends only on that section
-  (and on things fixed for the whole send), and that the tokens stand only where the template
-  prints a value as it is. The template's output is then ``frame before + one piece per
-  section + frame after`` for every set. When it cannot prove it, the template is rendered
-  directly, every set (``reason`` says why). The decision is made from the template, never from
-  the sets seen so far, so the order sets arrive in changes nothing.
-- MJML: MRML renders each child of ``mj-body`` on its own, so the compiled HTML is the compiled
-  frame with each section's compiled piece in place. That is checked for every frame (with one
-  section, the same section twice, and its tokens filled with this set's values and with a
-  hostile probe) and for every section under every frame (the frame's head and tail must come
-  back unchanged); any difference renders directly.
+  (and on things fixed for the whole send), and finds every expression outside the loop that
+  reads a per-set value: a printed one becomes a token, an ``{% if %}`` test or any other use
+  becomes part of the frame's key (its truth, or its value). The frame then reads nothing per
+  set but through those, so ``frame before + one piece per section + frame after`` is the
+  template's output for every set. When that cannot be proved, the template is rendered
+  directly, every set (``reason`` says why). The decision is made from the template, never
+  from the sets seen so far, so the order sets arrive in changes nothing.
+- MJML: MRML renders each child of ``mj-body`` on its own and copies the content of mj-text
+  and its kin through, so the compiled HTML is the compiled frame with each section's compiled
+  piece in place. That is checked for every frame (a marker where the sections go, one
+  section, the same section twice, the tokens filled with this set's values and with a probe,
+  and every new character a set's values bring) and for every section piece; any difference
+  renders directly. A token inside an attribute is never trusted: that value keys the frame.
 
 ``compiles``, ``direct`` and ``assembled`` count what happened.
 """
