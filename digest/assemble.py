@@ -31,6 +31,7 @@ Why that is exact, not just usually right:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import secrets
@@ -110,8 +111,10 @@ class _Skeleton:
         self.head_parts = _TOKENS.split(head)
         self.tail_parts = _TOKENS.split(tail)
         self.pieces: dict[_SectionKey, str | None] = {}
-        self.verified = set(_VERIFIED)  # characters a token may stand for in this frame
-        self.rejected: set[str] = set()  # characters MRML changes there
+        # per printed value: characters its token may stand for in this frame, and those MRML
+        # changes there
+        self.verified: dict[int, set[str]] = {}
+        self.rejected: dict[int, set[str]] = {}
 
 
 _SECTIONS_TOKEN = f"Qz{_NONCE}SectionsQz"
@@ -142,7 +145,7 @@ class EditionAssembler:
         self._text_plan: Plan | Direct | None = None
         self._skeletons: dict[tuple[object, ...], _Skeleton | None] = {}
         self._seen: set[tuple[object, ...]] = set()  # frames rendered once, directly
-        self._chars: set[str] = set()  # every character of a token's value seen so far
+        self._chars: dict[int, set[str]] = {}  # per printed value: every character seen so far
         self._families: dict[str, dict[_SectionKey, str | None]] = {}  # see _family
         self._values_globals: dict[str, Any] = {}
         self._html_sources: dict[tuple[object, ...], str] = {}
@@ -237,16 +240,7 @@ class EditionAssembler:
         if computed is None:
             return None
         try:
-            key = (
-                view.id,
-                view.window_start,
-                view.window_end,
-                *[
-                    bool(v) if kind == "test" else v
-                    for v, kind in zip(computed, p.kinds, strict=True)
-                    if kind != "print"
-                ],
-            )
+            key = (view.id, view.window_start, view.window_end, *_keyed(p, computed))
             skeleton = self._skeletons.get(key, ...)
         except TypeError:  # an unhashable value the frame uses: render this set directly
             return None
@@ -259,6 +253,11 @@ class EditionAssembler:
             except _Unusable:
                 skeleton = None
             self._skeletons[key] = skeleton
+            if self._html_plan is not p:  # a printed value is now kept by value: frame it so
+                assert isinstance(self._html_plan, Plan)
+                with contextlib.suppress(TypeError):  # unhashable: the retry renders it directly
+                    self._seen.add((*key[:3], *_keyed(self._html_plan, computed)))
+                return self._html(context, view)
         if skeleton is None:
             return None
         values = _values(p, computed)
@@ -346,51 +345,69 @@ class EditionAssembler:
         computed: list[Any],
         values: dict[str, str],
     ) -> bool:
-        """Whether MRML copies every character of this set's printed values through in this frame.
+        """Whether MRML copies every character of this set's printed values through, where each
+        is printed in this frame.
 
-        New characters are checked once per frame (one compile with all of them in every slot);
-        a set with a character that MRML changes is rendered directly.
+        Checked per printed value (MRML treats text differently in different places: mj-title's
+        also goes into an aria-label), for characters beyond printable ASCII when a set first
+        brings them; a set with a character that MRML changes there is rendered directly.
         """
-        chars: set[str] = set()
-        for text in values.values():
-            chars.update(text)
-        new = chars - skeleton.verified
-        if not new:
-            return True
-        if new & skeleton.rejected:
-            return False
-        # Every character seen in any set so far, checked at once: later sets then rarely bring
-        # a new one; a batch with a character MRML changes is halved until it is found.
-        self._chars |= new
-        self._probe_many(
-            skeleton, p, context, computed, (self._chars - skeleton.verified) - skeleton.rejected
-        )
-        return not (new - skeleton.verified)
+        for i, kind in enumerate(p.kinds):
+            if kind != "print":
+                continue
+            chars = set(values[_TOKEN.format(i)])
+            verified = skeleton.verified.setdefault(i, set(_VERIFIED))
+            new = chars - verified
+            if not new:
+                continue
+            rejected = skeleton.rejected.setdefault(i, set())
+            if new & rejected:
+                return False
+            # Every character seen here in any set so far, checked at once: later sets then
+            # rarely bring a new one; a batch with a character MRML changes is halved until found.
+            seen = self._chars.setdefault(i, set())
+            seen |= new
+            self._probe_many(skeleton, p, context, computed, i, (seen - verified) - rejected)
+            if new - verified:
+                return False
+        return True
 
     def _probe_many(
-        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], computed: list[Any], chars: set[str]
+        self,
+        skeleton: _Skeleton,
+        p: Plan,
+        context: dict[str, Any],
+        computed: list[Any],
+        i: int,
+        chars: set[str],
     ) -> None:
-        if not chars or self._probe(skeleton, p, context, computed, chars):
+        if not chars or self._probe(skeleton, p, context, computed, i, chars):
             return
         if len(chars) == 1:
-            skeleton.rejected |= chars
+            skeleton.rejected[i] |= chars
             return
         ordered = sorted(chars)
         half = len(ordered) // 2
-        self._probe_many(skeleton, p, context, computed, set(ordered[:half]))
-        self._probe_many(skeleton, p, context, computed, set(ordered[half:]))
+        self._probe_many(skeleton, p, context, computed, i, set(ordered[:half]))
+        self._probe_many(skeleton, p, context, computed, i, set(ordered[half:]))
 
     def _probe(
-        self, skeleton: _Skeleton, p: Plan, context: dict[str, Any], computed: list[Any], chars: set[str]
+        self,
+        skeleton: _Skeleton,
+        p: Plan,
+        context: dict[str, Any],
+        computed: list[Any],
+        i: int,
+        chars: set[str],
     ) -> bool:
-        # Escaped text never holds a bare < > & " ': they stand for themselves in the probe.
-        text = "A" + "A".join(sorted(chars)) + "A"
-        probe = _probed(p, computed, Markup(text))
+        """Whether printed value ``i`` made of ``chars`` comes out of MRML as it went in."""
+        probe = list(computed)
+        probe[i] = Markup("A" + "A".join(sorted(chars)) + "A")  # beyond ASCII: nothing to escape
         probed = self._frame(p, context, probe, tokens=False)
         bare = "".join(skeleton.head_parts) + "".join(skeleton.tail_parts)
         if probed is None or self._compile("".join(probed)) != _fill(bare, _values(p, probe)):
             return False
-        skeleton.verified |= chars
+        skeleton.verified[i] |= chars
         return True
 
     def _piece(
@@ -486,6 +503,13 @@ def _values(p: Plan, computed: list[Any]) -> dict[str, str]:
         for i, (value, kind) in enumerate(zip(computed, p.kinds, strict=True))
         if kind == "print"
     }
+
+
+def _keyed(p: Plan, computed: list[Any]) -> list[Any]:
+    """What a frame is kept by: each tested value's truth, each other unprinted value."""
+    return [
+        bool(v) if kind == "test" else v for v, kind in zip(computed, p.kinds, strict=True) if kind != "print"
+    ]
 
 
 def _probed(p: Plan, computed: list[Any], text: str) -> list[Any]:

@@ -29,6 +29,7 @@ COMMANDS = {
     "run": "schedule",
     "schedule": "schedule",
     "scheduler": "schedule",
+    "archive": "archive",
 }
 
 

@@ -86,6 +86,8 @@ class EditionConfig:
     # A folder of your own templates; empty means the ones that ship with digest (templates/).
     templates: str = ""
     clip_warning_bytes: int = 102_000
+    # A folder of editor's notes, one Markdown file per edition: editions/2026-W02.md.
+    notes: str = "editions"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,10 @@ class WebConfig:
     confirm_hours: int = 72
     subscribe_per_hour: int = 10
     sendgrid_webhook_public_key: str = ""
+    # Where readers find past editions (each email's "view in browser" link goes there); empty
+    # means `digest serve` at base_url + "/archive". Set it when `digest archive --out` files
+    # are hosted elsewhere.
+    archive_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,11 @@ class Config:
         if self.edition.templates:
             return self.path(self.edition.templates)
         return BUILTIN_TEMPLATES
+
+    @property
+    def archive_url(self) -> str:
+        """The web archive's address, no trailing slash (digest.archive serves or writes it)."""
+        return (self.web.archive_url or self.web.base_url.rstrip("/") + "/archive").rstrip("/")
 
     @property
     def posts_path(self) -> Path:
@@ -309,7 +320,11 @@ def config_from_dict(data: dict[str, Any], *, root: Path, source: str = "config"
                     f"{source}: {key} is {tzname!r}, which is not a known time zone; "
                     "use an IANA name such as 'Europe/London' or 'UTC'."
                 ) from None
-    for key, url in (("site.base_url", config.site.base_url), ("web.base_url", config.web.base_url)):
+    for key, url in (
+        ("site.base_url", config.site.base_url),
+        ("web.base_url", config.web.base_url),
+        ("web.archive_url", config.web.archive_url or "https://"),
+    ):
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"{source}: {key} must start with https:// (it is {url!r}).")
     if "@" not in config.sender.from_email:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta, tzinfo
 
+from markupsafe import Markup
+
 from digest.model import Edition, Item, Section, Skip
 from digest.text_format import local_time
 
@@ -20,6 +22,8 @@ class EditionView:
         "id",
         "items",
         "last_day",
+        "note_html",
+        "note_text",
         "post_count",
         "sections",
         "skipped",
@@ -43,6 +47,8 @@ class EditionView:
         self.post_count: int = len(self.items)
         self.categories: tuple[str, ...] = edition.categories
         self.skipped: tuple[Skip, ...] = edition.skipped
+        self.note_html: Markup = Markup(edition.note_html)  # made safe by digest.notes
+        self.note_text: str = edition.note_text
         self.window_start: datetime = local_time(edition.window_start, tz)
         self.window_end: datetime = local_time(edition.window_end, tz)
         self.first_day: date = self.window_start.date()

@@ -11,6 +11,20 @@ from datetime import datetime
 
 
 @dataclass(frozen=True)
+class PostImage:
+    """A post's picture (front matter ``image`` and kin): where it is, what it shows, its size.
+
+    ``url`` is as written in the post (it may be relative); the pipeline makes it an absolute
+    https address for the email or drops it. Width and height are known only when the post says.
+    """
+
+    url: str
+    alt: str = ""
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
 class Post:
     """One post as read from disk, normalised once: aware date, categories as written."""
 
@@ -26,6 +40,7 @@ class Post:
     source_site: str | None = None
     permalink: str | None = None  # the post's own `permalink` front-matter, if any
     content_hash: str = ""  # sha256 of the file's bytes, for manifests and caches
+    image: PostImage | None = None  # front matter image/images/feature_image/cover, if any
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class Item:
     categories: tuple[str, ...] = ()
     source_url: str | None = None
     source_site: str | None = None
+    image: PostImage | None = None  # absolute https only (pipeline.item_for), else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,9 @@ class Edition:
     categories: tuple[str, ...]  # the category set asked for, display names; () means all
     sections: tuple[Section, ...]
     skipped: tuple[Skip, ...] = ()
+    # The editor's note for this edition (editions/<id>.md), as safe HTML and as plain text.
+    note_html: str = ""
+    note_text: str = ""
 
     @property
     def items(self) -> tuple[Item, ...]:

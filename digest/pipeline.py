@@ -6,6 +6,7 @@ module only decides which inputs they get (config, the clock passed in as ``as_o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -15,7 +16,9 @@ from typing import Any
 
 from digest import __version__, schedule
 from digest.config import Config
+from digest.images import absolute_image
 from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Section
+from digest.notes import load_note
 from digest.permalink import post_url
 from digest.posts import load_posts
 from digest.render import render_edition
@@ -65,13 +68,17 @@ def build_edition(
         items = tuple(item_for(post, config) for post in chosen)
         if items:
             sections.append(Section(name=name, items=items))
+    the_id = edition_id or edition_id_for(end, config)
+    note_html, note_text = load_note(config, the_id)
     return Edition(
-        id=edition_id or edition_id_for(end, config),
+        id=the_id,
         window_start=start,
         window_end=end,
         categories=tuple(wanted),
         sections=tuple(sections),
         skipped=(*loaded.skipped, *selection.skipped),
+        note_html=note_html,
+        note_text=note_text,
     )
 
 
@@ -96,7 +103,11 @@ def item_for(post: Post, config: Config) -> Item:
         if len(_ITEMS) >= _ITEMS_MAX:
             _ITEMS.clear()
         url = post_url(post, base_url=config.site.base_url, pattern=config.site.permalink, tz=config.tz)
-        item = _ITEMS[key] = summarize(post, url=url, word_budget=config.edition.lead_words)
+        item = summarize(post, url=url, word_budget=config.edition.lead_words)
+        image = absolute_image(post.image, config.site.base_url)
+        if image is not None and item.image is None:
+            item = dataclasses.replace(item, image=image)
+        _ITEMS[key] = item
     return item
 
 

@@ -39,6 +39,7 @@ from frontmatter.default_handlers import SafeLoader, YAMLHandler
 
 from digest.config import category_key
 from digest.errors import ConfigError, PostError
+from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
 from digest.model import LoadResult, Post, Skip
 
 log = logging.getLogger("digest.posts")
@@ -55,6 +56,7 @@ _RACY_NS = 2_000_000_000
 _TEXT_KEYS = frozenset(
     {"title", "slug", "category", "categories", "excerpt", "excerpt_separator", "permalink"}
     | {"source_url", "source_site", "author"}
+    | FRONT_MATTER_KEYS
 )
 _USED_KEYS = _TEXT_KEYS | {"date", "published"}
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -330,6 +332,7 @@ def parse_post(
         source_site=_text(meta.get("source_site")),
         permalink=_text(meta.get("permalink")),
         content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
+        image=image_from_front_matter(meta),
     )
     return post, tuple(warnings)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 import mjml
+from markupsafe import Markup
 
 from digest.assemble import MJML_TEMPLATE, TEXT_TEMPLATE, EditionAssembler
 from digest.config import BUILTIN_TEMPLATES, Config
@@ -25,6 +26,11 @@ from digest.edition_view import EditionView
 from digest.errors import EmptyEditionError, RenderError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, RenderedEdition
 from digest.text_format import TEXT_WIDTH, credit, filters, host, one_line, tidy_text, wrap
+
+# "In this issue": rendered on their own and handed to the edition templates as `contents` and
+# `contents_text` (a per-set value each, printed as it is: the assembler fills it in per set).
+CONTENTS_TEMPLATE = "contents.html.j2"
+CONTENTS_TEXT_TEMPLATE = "contents.txt.j2"
 
 __all__ = [
     "MJML_TEMPLATE",
@@ -77,21 +83,32 @@ class Renderer:
         self._text_env.filters.update(template_filters)
         self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
         self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
+        self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
+        self._contents_text_template = self._load(self._text_env, CONTENTS_TEXT_TEMPLATE)
         self._short = _ShortRenders(self)
+        self._contents = _Contents(self)
         self._subject = self._string_template(config.edition.subject, "edition.subject")
         self._preheader = self._string_template(config.edition.preheader, "edition.preheader")
         self._globals = {
             "site": config.site,
             "preferences_url": PREFERENCES_URL,
             "unsubscribe_url": UNSUBSCRIBE_URL,
+            "archive_url": config.archive_url,
+            "subscribe_url": config.web.base_url.rstrip("/") + "/subscribe",
         }
 
-    def render(self, edition: Edition) -> RenderedEdition:
-        """The email for one edition: subject, preheader, HTML and text, and any size warning."""
+    def render(self, edition: Edition, *, web: bool = False) -> RenderedEdition:
+        """The email for one edition: subject, preheader, HTML and text, and any size warning.
+
+        ``web=True`` renders the edition's page in the archive (``web`` is true in templates:
+        no "view in browser" link, and no personal links).
+        """
         if self._auto_reload:  # the preview server: pick up edited templates (Jinja checks mtimes)
             self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
             self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
-        context = self._context(edition)
+            self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
+            self._contents_text_template = self._load(self._text_env, CONTENTS_TEXT_TEMPLATE)
+        context = self._context(edition, web=web)
         source = self._run(self._mjml_template, context, MJML_TEMPLATE)
         html = self._compile(source)
         text = tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
@@ -117,11 +134,13 @@ class Renderer:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _context(self, edition: Edition) -> dict[str, Any]:
+    def _context(self, edition: Edition, *, web: bool = False) -> dict[str, Any]:
         view = EditionView(edition, self.tz)
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
-        context: dict[str, Any] = {**self._globals, "edition": view}
+        context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
+        context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
+        context["contents"], context["contents_text"] = self._contents.render(context)
         context["subject"] = self._short.render(self._subject, context, "config key edition.subject")
         context["preheader"] = self._short.render(self._preheader, context, "config key edition.preheader")
         return context
@@ -244,6 +263,65 @@ class _ShortRenders:
             found.clear()
         found[key] = text
         return text
+
+
+class _Contents:
+    """ "In this issue" (HTML and text), cached by the values of what the templates read.
+
+    A send renders it once per category set; most sets share their first headlines with none
+    but the same posts do. As for subject and preheader, a template can only branch on what it
+    reads, so an edition that agrees on every attribute the cached render read renders the
+    same list. Tuples of items and sections are compared by their items' identities (a send's
+    items are the same objects set after set; see EditionAssembler._key), kept alive here.
+    """
+
+    MAX = 10_000
+
+    def __init__(self, renderer: Renderer) -> None:
+        self.renderer = renderer
+        self._names: tuple[str, ...] = ()  # every edition attribute any render read, in order
+        self._table: dict[tuple[Any, ...], tuple[Markup, str]] = {}
+        self._alive: list[Any] = []
+
+    def render(self, context: dict[str, Any]) -> tuple[Markup, str]:
+        view = context["edition"]
+        key = self._key(view, context) if self._names else None
+        if key is not None:
+            hit = self._table.get(key)
+            if hit is not None:
+                return hit
+        r = self.renderer
+        recorder = _ReadRecorder(view)
+        ctx = {**context, "edition": recorder}
+        html = Markup(r._run(r._contents_template, ctx, CONTENTS_TEMPLATE).strip())
+        text = r._run(r._contents_text_template, ctx, CONTENTS_TEXT_TEMPLATE).strip()
+        if not set(recorder.read) <= set(self._names):  # a new branch read more: widen the key
+            self._names = tuple(dict.fromkeys((*self._names, *recorder.read)))
+            self._table.clear()
+            self._alive.clear()
+        key = self._key(view, context)
+        if key is not None:
+            if len(self._table) >= self.MAX:
+                self._table.clear()
+                self._alive.clear()
+            self._table[key] = (html, text)
+            self._alive.append((view.items, view.sections))
+        return html, text
+
+    def _key(self, view: EditionView, context: dict[str, Any]) -> tuple[Any, ...] | None:
+        key: list[Any] = [context["web"], context["web_url"]]
+        for name in self._names:
+            value = getattr(view, name)
+            if name == "items":
+                value = tuple(map(id, value))
+            elif name == "sections":
+                value = tuple((s.name, tuple(map(id, s.items))) for s in value)
+            key.append(value)
+        try:
+            hash(tuple(key))
+        except TypeError:  # an unhashable value: no caching for this edition
+            return None
+        return tuple(key)
 
 
 def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:

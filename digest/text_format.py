@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from digest.config import Config
 from digest.model import Item
+from digest.typeset import nowidow, typeset
 
 TEXT_WIDTH = 72
 
@@ -75,6 +76,8 @@ def filters(config: Config) -> dict[str, Callable[..., object]]:
         "localtime": lambda value: local_time(value, tz),
         "daterange": daterange,
         "host": host,
+        "typeset": typeset,
+        "nowidow": nowidow,
         # Memoised: a send renders the same leads into thousands of category sets.
         "wrap": functools.lru_cache(maxsize=4096)(wrap),
     }
@@ -117,7 +120,8 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None
     if pattern is None:
         pattern = _LINE_PATTERNS[width] = re.compile(rf"(.{{1,{width}}}|\S+)(?: +|$)")
     out: list[str] = []
-    for paragraph in _PARAGRAPH_BREAK.split(str(text).strip()):
+    # A no-break space (digest.typeset) holds two words together on a line, then reads as a space.
+    for paragraph in _PARAGRAPH_BREAK.split(str(text).strip().replace("\u00a0", "\x00")):
         flat = " ".join(paragraph.split())
         if not flat:
             continue
@@ -134,7 +138,7 @@ def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None
                 line = indent + word
         lines.append(line)
         out.append("\n".join(lines))
-    return "\n\n".join(out)
+    return "\n\n".join(out).replace("\x00", " ")
 
 
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")

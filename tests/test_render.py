@@ -206,8 +206,8 @@ def test_hostile_title_is_escaped_everywhere_in_html(golden: RenderedEdition) ->
     assert "<script" not in golden.html.lower()
     assert "<b>bold" not in golden.html
     assert "&lt;script&gt;alert(" in golden.html
-    # in the title, the preheader, the heading and the aria-label: never raw
-    assert golden.html.count("&lt;script&gt;") >= 3
+    # in the preheader and the headline (no aria-label since the one "read more" went): never raw
+    assert golden.html.count("&lt;script&gt;") >= 2
 
 
 def test_quotes_cannot_break_out_of_attributes(tmp_path: Path) -> None:
@@ -321,7 +321,7 @@ def test_text_part_carries_every_item_url(renderer: Renderer) -> None:
     edition = many(20)
     rendered = renderer.render(edition)
     for item in edition.items:
-        assert f"Read more: {item.url}\n" in rendered.text
+        assert f"Continue reading: {item.url}\n" in rendered.text
         assert f'href="{item.url}"' in rendered.html
     assert rendered.text.count("Source: ft.com") == 10
     assert rendered.text.count("<https://www.ft.com/content/bc7437d7-9aed-4ec8-b013-f1b0e80acb8b>") == 10
@@ -510,9 +510,10 @@ def test_assembler_matches_render_for_every_category_set(tmp_path: Path) -> None
     editions.append(golden_edition())
     for edition in editions * 2:  # the second round comes from the caches
         assert assembler.render(edition) == renderer.render(edition)
-    # Only the first set of the window's one frame is rendered directly: the shipped template
-    # prints the post count and the categories (tokens) and tests only whether there are any.
-    assert assembler.direct == 1
+    # Only the first set of each frame is rendered directly, and the shipped template has few
+    # frames: it prints the post count and the categories (tokens) and tests only a few things
+    # about them (whether there are categories, whether "In this issue" has anything).
+    assert assembler.direct <= 3
     assert assembler.assembled == 2 * len(editions) - assembler.direct
     with pytest.raises(EmptyEditionError):
         assembler.render(make_edition(categories=("Europe",)))

@@ -92,3 +92,28 @@ def test_light_mode_is_light_and_readable(shots: dict, width: int) -> None:
     shot = shots[("light", width)]
     assert _luminance(shot.card_background) > 0.9, shot.card_background
     assert _contrast(shot.text_color, shot.card_background) >= 7, (shot.text_color, shot.card_background)
+
+
+# -- the design's bar (issue 16) -------------------------------------------------------------------
+
+
+def test_phone_shows_what_the_edition_is_and_three_headlines_above_the_fold(shots: dict) -> None:
+    script = _load_script()
+    for scheme in ("light", "dark"):
+        shot = shots[(scheme, 375)]
+        assert 0 < shot.top_headlines_bottom <= script.PHONE_FOLD, shot.top_headlines_bottom
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_lead_measure_is_a_readable_line(shots: dict, scheme: str) -> None:
+    """About 60-75 characters a line at 600 px; a phone is narrower, never wider."""
+    assert 58 <= shots[(scheme, 600)].chars_per_line <= 76, shots[(scheme, 600)].chars_per_line
+    assert shots[(scheme, 375)].chars_per_line < shots[(scheme, 600)].chars_per_line
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_headlines_look_like_links(shots: dict, scheme: str) -> None:
+    shot = shots[(scheme, 600)]
+    assert shot.headlines_underlined
+    assert shot.headline_color != shot.text_color
+    assert _contrast(shot.headline_color, shot.card_background) >= 4.5

@@ -227,6 +227,7 @@ class PreviewServer:
         """Folders whose changes change the email: posts, and templates (the site's and built-in)."""
         config = self.config
         roots = [self.settings.posts_dir or config.posts_path, config.templates_path, BUILTIN_TEMPLATES]
+        roots.append(config.path(config.edition.notes))  # the editor's notes (digest.notes)
         unique: list[Path] = []
         for root in roots:
             resolved = root.resolve()

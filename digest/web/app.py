@@ -54,6 +54,7 @@ from digest.links import CONFIRM, PREFERENCES, UNSUBSCRIBE, LinkMaker, Signer, l
 from digest.model import Subscriber
 from digest.send import webhook
 from digest.send.base import OutgoingMessage, Sender
+from digest.web.archive_routes import archive_routes
 
 log = logging.getLogger(__name__)
 
@@ -859,6 +860,7 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
         Route("/webhooks/sendgrid", web.sendgrid_webhook, methods=["POST"], name="sendgrid_webhook"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
+    routes.extend(archive_routes(config, store))  # past editions: digest/web/archive_routes.py
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
