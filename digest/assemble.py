@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import re
 import secrets
 from typing import Any, Protocol
@@ -61,6 +62,7 @@ _TOKEN = "Qz" + _NONCE + "Value{}Qz"
 _PROBE = "<b>&amp; \"Q\" 'x'  ü 東京 ☕ A-z 0-9 .,:;!?()[]{}/|+=*%$#@~^_`</b>"
 # Printable ASCII but the backslash (which MRML escapes in mj-title's aria-label) is checked
 # by _PROBE on every frame; any other character when a set first brings it (_verify).
+_UNSAFE_ASCII = re.compile(r"[\x00-\x1f\x7f\\\\]")  # the ASCII that _VERIFIED leaves out
 _VERIFIED = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"\\"}
 
 _SectionKey = tuple[str, tuple[int, ...]]
@@ -95,6 +97,7 @@ class _Skeleton:
         "before",
         "head",
         "head_parts",
+        "known",
         "pieces",
         "rejected",
         "tail",
@@ -114,6 +117,7 @@ class _Skeleton:
         # per printed value: characters its token may stand for in this frame, and those MRML
         # changes there
         self.verified: dict[int, set[str]] = {}
+        self.known: dict[int, set[str]] = {}  # per printed value: whole values already checked
         self.rejected: dict[int, set[str]] = {}
 
 
@@ -281,7 +285,7 @@ class EditionAssembler:
         ctx = dict(context)
         for i, (value, kind) in enumerate(zip(computed, p.kinds, strict=True)):
             if kind == "print":
-                ctx[EXPRESSION.format(i)] = _TOKEN.format(i) if tokens else value
+                ctx[EXPRESSION.format(i)] = _token(i) if tokens else value
             else:
                 ctx[EXPRESSION.format(i)] = bool(value) if kind == "test" else value
         try:
@@ -355,10 +359,15 @@ class EditionAssembler:
         for i, kind in enumerate(p.kinds):
             if kind != "print":
                 continue
-            chars = set(values[_TOKEN.format(i)])
+            value = values[_token(i)]
+            known = skeleton.known.setdefault(i, set())
+            if value in known or (value.isascii() and not _UNSAFE_ASCII.search(value)):
+                continue  # a value seen before, or plain ASCII: nothing to check
             verified = skeleton.verified.setdefault(i, set(_VERIFIED))
-            new = chars - verified
+            new = set(value) - verified
             if not new:
+                if len(known) < 4096:
+                    known.add(value)
                 continue
             rejected = skeleton.rejected.setdefault(i, set())
             if new & rejected:
@@ -498,11 +507,12 @@ class EditionAssembler:
 
 def _values(p: Plan, computed: list[Any]) -> dict[str, str]:
     """What each token stands for in this set: the value printed as Jinja's autoescape prints it."""
-    return {
-        _TOKEN.format(i): str(escape(value))
-        for i, (value, kind) in enumerate(zip(computed, p.kinds, strict=True))
-        if kind == "print"
-    }
+    return {_token(i): str(escape(computed[i])) for i, kind in enumerate(p.kinds) if kind == "print"}
+
+
+@functools.cache
+def _token(i: int) -> str:
+    return _TOKEN.format(i)
 
 
 def _keyed(p: Plan, computed: list[Any]) -> list[Any]:
