@@ -213,12 +213,25 @@ class EditionAssembler:
     def _evaluate(self, p: Plan, context: dict[str, Any]) -> list[Any] | None:
         """This set's value of each of the frame's per-set expressions (None: render directly).
 
-        Evaluated all at once, eagerly: an expression that fails (one in a branch this set does
-        not take, say) sends the set to a direct render, which does what the template says.
+        A bare name or ``edition.attribute`` is read directly; the rest are evaluated at once,
+        eagerly, by a template of just those expressions. One that fails (in a branch this set
+        does not take, say) sends the set to a direct render, which does what the template says.
         """
-        if p.values is None:
-            return []
+        view = context["edition"]
+        found: list[Any] = []
+        try:
+            for form in p.simple:
+                if form is None:
+                    found.append(None)
+                elif form[0] == "name":
+                    found.append(context[form[1]])
+                else:
+                    found.append(getattr(view, form[1]))
+        except (KeyError, AttributeError):
+            return None
         template = p.values
+        if template is None:
+            return found
         ctx = jinja2.runtime.new_context(
             template.environment,
             template.name,
@@ -230,10 +243,12 @@ class EditionAssembler:
         try:
             for _ in template.root_render_func(ctx):
                 pass
-            found = [ctx.vars[EXPRESSION.format(i)] for i in range(len(p.kinds))]
+            computed = ctx.vars
+            for i in _shape(p)[2]:
+                value = found[i] = computed[_expression(i)]
+                if isinstance(value, jinja2.Undefined):
+                    return None
         except Exception:
-            return None
-        if any(isinstance(v, jinja2.Undefined) for v in found):
             return None
         return found
 
@@ -506,8 +521,28 @@ class EditionAssembler:
 
 
 def _values(p: Plan, computed: list[Any]) -> dict[str, str]:
-    """What each token stands for in this set: the value printed as Jinja's autoescape prints it."""
-    return {_token(i): str(escape(computed[i])) for i, kind in enumerate(p.kinds) if kind == "print"}
+    """What each token stands for in this set: the value printed as Jinja's autoescape prints it
+    (``escape``; safe markup as it is, not copied: "In this issue" is a few KB a set)."""
+    values: dict[str, str] = {}
+    for i in _shape(p)[0]:
+        value = computed[i]
+        values[_token(i)] = value if isinstance(value, Markup) else escape(value)
+    return values
+
+
+@functools.lru_cache(maxsize=64)
+def _shape(p: Plan) -> tuple[tuple[int, ...], tuple[tuple[int, bool], ...], tuple[int, ...]]:
+    """The printed expressions, the others (with whether each is a test), and those that need
+    the values template."""
+    printed = tuple(i for i, kind in enumerate(p.kinds) if kind == "print")
+    others = tuple((i, kind == "test") for i, kind in enumerate(p.kinds) if kind != "print")
+    evaluated = tuple(i for i, form in enumerate(p.simple) if form is None)
+    return printed, others, evaluated
+
+
+@functools.cache
+def _expression(i: int) -> str:
+    return EXPRESSION.format(i)
 
 
 @functools.cache
@@ -517,9 +552,7 @@ def _token(i: int) -> str:
 
 def _keyed(p: Plan, computed: list[Any]) -> list[Any]:
     """What a frame is kept by: each tested value's truth, each other unprinted value."""
-    return [
-        bool(v) if kind == "test" else v for v, kind in zip(computed, p.kinds, strict=True) if kind != "print"
-    ]
+    return [bool(computed[i]) if test else computed[i] for i, test in _shape(p)[1]]
 
 
 def _probed(p: Plan, computed: list[Any], text: str) -> list[Any]:

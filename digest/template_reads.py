@@ -67,6 +67,9 @@ class Plan:
     sections: jinja2.Template
     values: jinja2.Template | None = None
     kinds: tuple[str, ...] = ()
+    # per expression: ("name", n) for a bare per-set name, ("attr", a) for ``edition.a``, which
+    # need no Jinja to evaluate; None for the rest (computed by ``values``)
+    simple: tuple[tuple[str, str] | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,13 +120,17 @@ def plan(
     assert isinstance(loop, nodes.For)
     sections_only = nodes.Template([*constant_assigns(sections_tree, loop_path[0]), loop], lineno=1)
     values = None
-    if exprs:
+    simple = tuple(_simple(_node_at(tree, path)) for path, _ in exprs)
+    if any(form is None for form in simple):
         values_tree = env.parse(source, name, filename)
         assigns: list[nodes.Node] = []
         for i, (path, _) in enumerate(exprs):
             expr = _node_at(values_tree, path)
             assert isinstance(expr, nodes.Expr)
-            assigns.append(nodes.Assign(nodes.Name(EXPRESSION.format(i), "store"), expr, lineno=expr.lineno))
+            if simple[i] is None:
+                assigns.append(
+                    nodes.Assign(nodes.Name(EXPRESSION.format(i), "store"), expr, lineno=expr.lineno)
+                )
         body = constant_assigns(values_tree, len(values_tree.body)) + assigns
         values = _compile(env, nodes.Template(body, lineno=1), name, filename)
     return Plan(
@@ -131,7 +138,16 @@ def plan(
         sections=_compile(env, sections_only, name, filename),
         values=values,
         kinds=tuple(kind for _, kind in exprs),
+        simple=simple,
     )
+
+
+def _simple(node: nodes.Node | None) -> tuple[str, str] | None:
+    if isinstance(node, nodes.Name):
+        return ("name", node.name) if node.name != "edition" else None
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "edition":
+        return ("attr", node.attr)
+    return None
 
 
 _Found = tuple[tuple[int, ...], frozenset[str], list[tuple[tuple[int, ...], str]]]
