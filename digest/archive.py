@@ -29,6 +29,7 @@ from sqlalchemy import select
 from digest import pipeline
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import DigestError
+from digest.isolate import render_isolated
 from digest.model import Edition, Item, LoadResult, Post, Section
 from digest.notes import load_note
 from digest.render import Renderer
@@ -160,7 +161,10 @@ class Archive:
 
     def edition_page(self, entry: ArchivedEdition, posts: LoadResult) -> str:
         """The edition as a web page: the email's HTML, rendered for the web (no personal links)."""
-        return self.renderer.render(build_archived(self.config, entry, posts), web=True).html
+        edition = build_archived(self.config, entry, posts)
+        # A post the page cannot be built with is left out (and logged), not the whole page.
+        _, rendered = render_isolated(lambda e: self.renderer.render(e, web=True), edition)
+        return rendered.html
 
     def list_page(self, entries: Sequence[ArchivedEdition]) -> str:
         config = self.config

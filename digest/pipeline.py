@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from digest import __version__, schedule
+from digest import __version__, isolate, schedule
 from digest.config import Config
 from digest.images import absolute_image
 from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Section
@@ -125,6 +125,15 @@ def _display_names(config: Config, categories: Sequence[str] | None) -> list[str
 def render(config: Config, edition: Edition) -> RenderedEdition:
     """Render an edition to HTML and text (raises EmptyEditionError when it has no posts)."""
     return render_edition(edition, config)
+
+
+def render_isolated(config: Config, edition: Edition) -> tuple[Edition, RenderedEdition]:
+    """Render an edition, leaving out any post the email cannot be built with (see digest.isolate).
+
+    Returns the edition actually rendered (those posts moved to ``skipped``, each logged as a
+    warning) with its rendering: use that edition for manifests and records.
+    """
+    return isolate.render_isolated(lambda e: render_edition(e, config), edition)
 
 
 def manifest(edition: Edition, rendered: RenderedEdition | None, config: Config) -> dict[str, Any]:

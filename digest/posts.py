@@ -35,12 +35,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from frontmatter.default_handlers import SafeLoader, YAMLHandler
+from frontmatter.default_handlers import YAMLHandler
 
 from digest.config import category_key
 from digest.errors import ConfigError, PostError
 from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
 from digest.model import LoadResult, Post, Skip
+from digest.safe_yaml import SafeLoader  # aliases and nesting bounded (billion laughs, cycles)
+from digest.textclean import clean_post_fields, clean_post_text
 
 log = logging.getLogger("digest.posts")
 
@@ -193,7 +195,7 @@ def _simple_front_matter(fm: str) -> dict[str, Any] | None:
             if name not in _USED_KEYS:
                 continue
             typed = name not in _TEXT_KEYS and value is not None
-            if typed and (isinstance(value, _BlockList) or not _simple_typed_ok(name, value)):
+            if typed and (not isinstance(value, str) or not _simple_typed_ok(name, value)):
                 return None
             result[key] = value
     except _NotSimple:
@@ -309,6 +311,7 @@ def parse_post(
         raise PostError(rel, "empty file")
     text = _decode(raw, warnings)
     text = text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    text = clean_post_text(text, warnings)  # no stage sees a character email cannot carry
     meta, body = _split(text, rel)
     stem = rel.rsplit("/", 1)[-1]
     stem = stem[: stem.rfind(".")] if "." in stem else stem
@@ -334,6 +337,7 @@ def parse_post(
         content_hash=content_hash or hashlib.sha256(raw).hexdigest(),
         image=image_from_front_matter(meta),
     )
+    post = clean_post_fields(post, warnings)  # YAML escapes make characters too; categories capped
     return post, tuple(warnings)
 
 
@@ -393,6 +397,11 @@ def _entry_from_bytes(raw: bytes, rel: str, size: int, mtime_ns: int, tz: ZoneIn
         post, notices = parse_post(raw, rel, tz=tz, excerpt_separator=separator, content_hash=digest)
     except PostError as exc:
         return _Entry(size, mtime_ns, digest, Skip(rel, exc.reason), ())
+    except (RecursionError, MemoryError, ValueError, TypeError, AttributeError, LookupError) as exc:
+        # A reader bug on one odd file must not stop the edition: skip it, naming the error.
+        log.debug("%s: unexpected error reading the post", rel, exc_info=True)
+        reason = f"cannot be read ({type(exc).__name__}: {exc}); please report this file"
+        return _Entry(size, mtime_ns, digest, Skip(rel, reason), ())
     return _Entry(size, mtime_ns, digest, post, notices)
 
 
@@ -634,10 +643,16 @@ def parse_date_text(text: str) -> datetime:
 # --- cache ---------------------------------------------------------------------------------------
 
 
-def _code_stamp() -> tuple[int, int]:
-    """Parsed posts depend on this file's code: a changed loader must not reuse old results."""
-    st = os.stat(__file__)
-    return st.st_size, st.st_mtime_ns
+def _code_stamp() -> tuple[int, ...]:
+    """Parsed posts depend on this file's code (and the cleaning and YAML modules it calls): a
+    changed loader must not reuse old results."""
+    from digest import safe_yaml, textclean
+
+    stamp: list[int] = []
+    for source in (__file__, textclean.__file__, safe_yaml.__file__):
+        st = os.stat(source)
+        stamp += [st.st_size, st.st_mtime_ns]
+    return tuple(stamp)
 
 
 def _cache_file(cache_dir: Path, folder: Path) -> Path:

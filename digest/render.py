@@ -26,6 +26,7 @@ from digest.edition_view import EditionView
 from digest.errors import EmptyEditionError, RenderError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, RenderedEdition
 from digest.text_format import TEXT_WIDTH, credit, filters, host, one_line, tidy_text, wrap
+from digest.textclean import header_text
 
 # "In this issue": rendered on their own and handed to the edition templates as `contents` and
 # `contents_text` (a per-set value each, printed as it is: the assembler fills it in per set).
@@ -141,7 +142,10 @@ class Renderer:
         context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
         context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
         context["contents"], context["contents_text"] = self._contents.render(context)
-        context["subject"] = self._short.render(self._subject, context, "config key edition.subject")
+        # Titles reach the Subject header: plain text, no encoded-word of their own, no bidi controls.
+        context["subject"] = header_text(
+            self._short.render(self._subject, context, "config key edition.subject")
+        )
         context["preheader"] = self._short.render(self._preheader, context, "config key edition.preheader")
         return context
 

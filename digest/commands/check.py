@@ -54,7 +54,8 @@ def check_command(state: object, as_of: str | None, categories: str | None) -> N
     console = Console()
     moment = as_of_option(config, as_of)
     edition = pipeline.build_edition(config, as_of=moment, categories=split_categories(categories))
-    rendered = pipeline.render(config, edition)  # EmptyEditionError says there is nothing to check
+    # EmptyEditionError says there is nothing to check; a post the email cannot carry is left out
+    edition, rendered = pipeline.render_isolated(config, edition)
     wanted = ", ".join(edition.categories) or "all categories"
     console.print(
         f"Edition [bold]{edition.id}[/] for {wanted}: {edition.post_count} post(s), "

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from digest import pipeline
+from digest.commands.listen import bound_port, open_listener
 from digest.config import Config
 from digest.errors import EmptyEditionError
 from digest.manifest_diff import diff_manifests, load_manifest, render_diff
@@ -20,6 +21,7 @@ from digest.preview.build import edition_manifest, write_outputs
 from digest.select import parse_as_of
 
 DEFAULT_PORT = 8025
+_AS_OF_RANGE = (1900, 9000)  # years --as-of may name
 
 
 def split_categories(value: str | None) -> list[str]:
@@ -29,9 +31,17 @@ def split_categories(value: str | None) -> list[str]:
 
 def as_of_option(config: Config, value: str | None) -> datetime:
     """--as-of: a date (the start of that day) or a date-time, in the site's time zone; default now."""
-    if value:
-        return parse_as_of(value, config.tz)
-    return datetime.now(config.tz)
+    if not value:
+        return datetime.now(config.tz)
+    moment = parse_as_of(value, config.tz)
+    if not _AS_OF_RANGE[0] <= moment.year <= _AS_OF_RANGE[1]:
+        # A window reaches back weeks before --as-of and a schedule days after it: near year 1 or
+        # 9999 that overflows Python's dates with a traceback.
+        raise click.BadParameter(
+            f"{value!r} is too far from now; give a date between {_AS_OF_RANGE[0]} and {_AS_OF_RANGE[1]}.",
+            param_hint="--as-of",
+        )
+    return moment
 
 
 @click.command("preview")
@@ -56,7 +66,13 @@ def as_of_option(config: Config, value: str | None) -> datetime:
 )
 @click.option("--serve", is_flag=True, help="Start the live preview page instead of writing files once.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --serve: address to listen on.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="With --serve: port.")
+@click.option(
+    "--port",
+    default=DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="With --serve: port.",
+)
 @click.pass_obj
 def preview_command(
     state: object,
@@ -80,11 +96,10 @@ def preview_command(
     With --serve, starts a page on 127.0.0.1 that shows the edition for any category set or
     subscriber, at phone and desktop width, light and dark, and reloads when files change.
 
+    \b
     Example: digest preview --posts posts/ --as-of 2026-01-09 --categories US,Europe --out build/
-
     Example: digest preview --against build/manifest.json
-
-    Example: digest preview --serve --port 8025
+    Example: digest preview --serve --port 8025 --categories Markets,Technology
     """
     config: Config = state.config  # type: ignore[attr-defined]
     folder = Path(posts_dir) if posts_dir else None
@@ -106,21 +121,30 @@ def preview_command(
     console = Console(stderr=False)
     moment = as_of_option(config, as_of)
     saved = load_manifest(against) if against else None  # a bad --against fails before any work
+    wanted = split_categories(categories)
+    _check_categories(config, wanted)
     loaded = pipeline.load(config, folder=folder, use_cache=not no_cache)
-    edition = pipeline.build_edition(
-        config, as_of=moment, categories=split_categories(categories), posts=loaded
-    )
-    _print_report(console, config, edition, total=len(loaded.posts))
+    edition = pipeline.build_edition(config, as_of=moment, categories=wanted, posts=loaded)
+    problem: EmptyEditionError | None = None
+    rendered: RenderedEdition | None = None
     try:
-        rendered: RenderedEdition | None = pipeline.render(config, edition)
+        # A post the email cannot be built with is left out (and listed as skipped), not the edition.
+        edition, rendered = pipeline.render_isolated(config, edition)
     except EmptyEditionError as exc:
+        problem = exc
+    _print_report(console, config, edition, total=len(loaded.posts))
+    if problem is not None:
         if saved is None:
-            raise click.ClickException(str(exc)) from None
-        console.print(f"[yellow]warning:[/] {exc}")
-        rendered = None
+            raise click.ClickException(str(problem)) from None
+        console.print(f"[yellow]warning:[/] {problem}")
     out = Path(out_dir) if out_dir else config.path(config.edition.output)
     data = edition_manifest(config, edition, rendered, loaded, as_of=moment)
-    write_outputs(out, rendered, data, config=config)
+    try:
+        write_outputs(out, rendered, data, config=config)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write the preview to {out} ({exc.strerror or exc}); choose a folder you can write to with --out."
+        ) from None
     if rendered is not None:
         for warning in rendered.warnings:
             console.print(f"[yellow]warning:[/] {warning}")
@@ -137,6 +161,20 @@ def preview_command(
         pipeline.write_json(out / "manifest-diff.json", diff.to_dict())
     if open_browser and rendered is not None:
         webbrowser.open((out / "digest.html").resolve().as_uri())
+
+
+def _check_categories(config: Config, wanted: list[str]) -> None:
+    """An unknown --categories name is a typo, not "nothing was published in it"."""
+    if not config.categories:
+        return  # no categories configured: any name a post uses is fair
+    unknown = [name for name in wanted if config.find_category(name) is None]
+    if unknown:
+        known = ",".join(c.name for c in config.categories)
+        raise click.BadParameter(
+            f"{', '.join(unknown)} {'is not a category' if len(unknown) == 1 else 'are not categories'} "
+            f"in the config; use some of {known}.",
+            param_hint="--categories",
+        )
 
 
 def _serve(
@@ -170,7 +208,13 @@ def _serve(
         against=against,
         host=host,
     )
-    app = create_app(settings)
+    listener = open_listener(host, port)  # a busy port is one line with a hint, not uvicorn's log
+    port = bound_port(listener)
+    try:
+        app = create_app(settings)
+    except BaseException:
+        listener.close()
+        raise
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
     server = app.state.preview
     watched = ", ".join(str(p) for p in server.watch_roots())
@@ -191,7 +235,7 @@ def _serve(
         )
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl+C after a clean shutdown
-        uv.run()
+        uv.run(sockets=[listener])
     click.echo("Preview stopped.")
 
 

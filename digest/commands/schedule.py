@@ -155,7 +155,7 @@ def run_due(
         )
         return RunOutcome("nothing-new", due.id, due.window, lines)
 
-    rendered = pipeline.render(config, edition)
+    edition, rendered = pipeline.render_isolated(config, edition)  # a broken post is left out
     findings = check_edition(rendered, config, headers=_sender_headers(config, due.id))
     if has_errors(findings):
         if not dry_run:

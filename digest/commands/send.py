@@ -42,7 +42,7 @@ def _check(console: Console, config: Config, as_of: datetime) -> bool:
     eid, window = resolve_window(config, as_of)
     edition = pipeline.build_edition(config, as_of=window[1], window=window, edition_id=eid)
     try:
-        rendered = pipeline.render(config, edition)
+        edition, rendered = pipeline.render_isolated(config, edition)
     except EmptyEditionError:
         return True  # nothing for anyone: the delivery engine says so per reader
     findings = check_edition(rendered, config)

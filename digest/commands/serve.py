@@ -7,6 +7,7 @@ import re
 
 import click
 
+from digest.commands.listen import bound_port, open_listener
 from digest.config import Config
 
 # Personal links carry a token that acts as a password for one address: keep it out of logs.
@@ -45,22 +46,33 @@ def serve_command(state: object, host: str, port: int, proxy_headers: bool, forw
     server at (behind a TLS proxy: the https:// address, and pass --proxy-headers so that rate
     limits see the reader's IP, not the proxy's). Sign-up links are signed with $DIGEST_SECRET.
 
+    \b
     Example: DIGEST_SECRET=... digest serve --host 127.0.0.1 --port 8000
+    Example: digest serve --host 127.0.0.1 --port 8000 --proxy-headers --forwarded-allow-ips 127.0.0.1
     """
     import uvicorn
 
     from digest.web import create_app
 
     config: Config = state.config  # type: ignore[attr-defined]
-    app = create_app(config)
+    listener = open_listener(host, port)  # a busy port is one line with a hint, not uvicorn's log
+    port = bound_port(listener)
+    try:
+        app = create_app(config)
+    except BaseException:
+        listener.close()
+        raise
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
     click.echo(f"digest serve: http://{host}:{port}/  (links in emails use {config.web.base_url})")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        proxy_headers=proxy_headers,
-        forwarded_allow_ips=forwarded_allow_ips,
-        server_header=False,
-        log_level="info",
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            server_header=False,
+            log_level="info",
+        )
     )
+    server.run(sockets=[listener])

@@ -100,7 +100,8 @@ def build_preview(
         edition = pipeline.build_edition(config, as_of=as_of, categories=list(categories), posts=loaded)
         result.edition = edition
         try:
-            result.rendered = pipeline.render(config, edition)
+            edition, result.rendered = pipeline.render_isolated(config, edition)  # a broken post is left out
+            result.edition = edition
         except EmptyEditionError as exc:
             result.problem = Problem("Nothing to send", str(exc))
         result.manifest = edition_manifest(config, edition, result.rendered, loaded, as_of=as_of)

@@ -25,6 +25,7 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from digest.send.headers import RAW_HEADERS, set_raw
+from digest.textclean import header_text
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -180,7 +181,8 @@ def build_mime(
     sender_email = message.from_email or from_email
     sender_name = message.from_name or from_name
     msg["From"] = Address(display_name=sender_name, addr_spec=sender_email) if sender_name else sender_email
-    msg["To"] = Address(display_name=message.to_name, addr_spec=message.to) if message.to_name else message.to
+    to_name = header_text(message.to_name)  # a reader's name is plain text, never an encoded-word
+    msg["To"] = Address(display_name=to_name, addr_spec=message.to) if to_name else message.to
     msg["Subject"] = message.subject
     if message.reply_to or reply_to:
         msg["Reply-To"] = message.reply_to or reply_to

@@ -299,6 +299,7 @@ class _Builder:
         posts: LoadResult,
         recorded: dict[str, frozenset[str]] | None = None,
     ):
+        from digest.isolate import PostIsolator
         from digest.render import Renderer
 
         self.config = config
@@ -312,6 +313,7 @@ class _Builder:
         self.category_sets: set[tuple[str, ...]] = set()
         self.renders = 0
         self._assembler = Renderer(config).assembler()
+        self._isolator = PostIsolator(self._assembler.render)  # a post that breaks the email is left out
         # What an earlier run of this edition recorded per email name (a rerun must not reuse a
         # name for a different list of posts: the ledger would then claim posts nobody got).
         self._recorded = recorded or {}
@@ -340,7 +342,7 @@ class _Builder:
                 variant = _Variant(key, None, (), label)
         else:
             try:
-                rendered = self._assembler.render(edition)
+                edition, rendered = self._isolator.render(edition)
             except EmptyEditionError:
                 rendered = None
             self.renders += 1
@@ -1525,7 +1527,7 @@ def send_test(
     edition = pipeline.build_edition(
         config, as_of=window[1], categories=list(categories or ()) or None, window=window, edition_id=eid
     )
-    rendered = pipeline.render(config, edition)
+    edition, rendered = pipeline.render_isolated(config, edition)
     r = _PersonalLinks(config, eid).recipient(
         Subscriber(id=0, email=address, status="active", categories=tuple(categories or ()))
     )

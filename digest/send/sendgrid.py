@@ -49,6 +49,7 @@ from digest.send.base import (
 )
 from digest.send.headers import list_id
 from digest.send.keepalive import ConnectionPool, KeepAliveClient
+from digest.textclean import header_text
 
 if TYPE_CHECKING:
     from digest.config import Config
@@ -442,8 +443,8 @@ def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _clean_name(name: str) -> str:
-    """SendGrid refuses ';' and ',' in a recipient name."""
-    return " ".join(name.replace(";", " ").replace(",", " ").split())
+    """SendGrid refuses ';' and ',' in a recipient name; a name is plain text (no encoded-word, bidi)."""
+    return " ".join(header_text(name).replace(";", " ").replace(",", " ").split())
 
 
 def _header(headers: Any, name: str) -> str | None:
