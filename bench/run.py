@@ -779,10 +779,13 @@ def subscriber_db(n: int, seed: int = SEED) -> Path:
     import sqlite3
 
     from digest.store import open_store
+    from digest.subscribers import category_set_label
 
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"subscribers-{n}-{seed}.db"
+    # v2: subscribers.category_set filled (v1 left it empty, so every reader looked like one set)
+    path = CACHE / f"subscribers-v2-{n}-{seed}.db"
     if path.exists():
+        check_category_sets(path, n)
         return path
     tmp = path.with_suffix(".tmp.db")
     for suffix in ("", "-wal", "-shm"):
@@ -799,30 +802,105 @@ def subscriber_db(n: int, seed: int = SEED) -> Path:
     chunk = 50_000
     for lo in range(1, n + 1, chunk):
         ids = range(lo, min(n, lo + chunk - 1) + 1)
-        db.executemany(
-            "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at, confirmed_at)"
-            " VALUES (?, ?, ?, '', 'active', ?, ?, ?)",
-            ((i, f"reader{i}@example.com", f"reader{i}@example.com", now, now, now) for i in ids),
-        )
-        rows = []
+        rows: list[tuple[int, str]] = []
+        subs: list[tuple[int, str, str, str, str, str, str]] = []
         for i in ids:
             mask = rng.randrange(1, 1 << len(keys))
-            rows.extend((i, keys[b]) for b in range(len(keys)) if mask >> b & 1)
+            mine = [keys[b] for b in range(len(keys)) if mask >> b & 1]
+            rows.extend((i, key) for key in mine)
+            email = f"reader{i}@example.com"
+            subs.append((i, email, email, now, now, now, category_set_label(mine)))
+        db.executemany(
+            "INSERT INTO subscribers (id, email, email_key, name, status, created_at, updated_at, confirmed_at,"
+            " category_set) VALUES (?, ?, ?, '', 'active', ?, ?, ?, ?)",
+            subs,
+        )
         db.executemany("INSERT INTO subscriber_categories (subscriber_id, category_key) VALUES (?, ?)", rows)
         db.commit()
     db.execute("ANALYZE")
     db.commit()
     db.close()
     tmp.rename(path)
+    check_category_sets(path, n)
     return path
+
+
+def expected_category_sets(n: int, categories: int = len(CATEGORIES)) -> int:
+    """How many distinct non-empty sets ``n`` readers with uniform random sets cover (about).
+
+    Every one of the 2**12 - 1 = 4,095 sets once there are many more readers than sets; below
+    that, the expected number of distinct draws (10,000 readers: about 3,720)."""
+    sets = (1 << categories) - 1
+    return round(sets * (1 - (1 - 1 / sets) ** n))
+
+
+def check_category_sets(path: Path, n: int) -> int:
+    """Refuse a subscriber database whose ``category_set`` column does not match its categories.
+
+    A send groups readers by ``subscribers.category_set``; left empty, a million readers look
+    like one set and the send row measures one render instead of 4,095."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        readers, sets, empty = db.execute(
+            "SELECT count(*), count(DISTINCT category_set), sum(category_set = '') FROM subscribers"
+        ).fetchone()
+        (mismatch,) = db.execute(
+            "SELECT count(*) FROM subscribers s WHERE s.category_set != COALESCE((SELECT group_concat(k, ', ')"
+            " FROM (SELECT category_key AS k FROM subscriber_categories c WHERE c.subscriber_id = s.id"
+            " ORDER BY category_key)), '')"
+        ).fetchone()
+    finally:
+        db.close()
+    want = expected_category_sets(n)
+    if readers != n or empty or mismatch or abs(sets - want) > max(3, want // 50):
+        raise RuntimeError(
+            f"{path}: {readers:,} readers over {sets:,} category sets ({empty or 0} empty, {mismatch} not"
+            f" matching their categories); expected {n:,} over about {want:,}. Delete the file to rebuild it."
+        )
+    return int(sets)
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """The network the send runs over (the fake plays it): round trip and shared upload cap."""
+
+    round_trip_ms: float = 0.0
+    upload_mbit: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> LinkSpec:
+        """``"150,100"``: 150 ms round trip, 100 Mbit/s up; ``""`` or ``"loopback"``: none."""
+        if not text or text == "loopback":
+            return cls()
+        rtt, _, mbit = text.partition(",")
+        return cls(float(rtt), float(mbit or 0))
+
+    @property
+    def label(self) -> str:
+        if not self.round_trip_ms and not self.upload_mbit:
+            return "loopback"
+        up = f", {self.upload_mbit:g} Mbit/s up" if self.upload_mbit else ""
+        return f"{self.round_trip_ms:g} ms round trip{up}"
+
+    def args(self) -> list[str]:
+        return ["--round-trip-ms", str(self.round_trip_ms), "--upload-mbit", str(self.upload_mbit)]
 
 
 class FakeServer:
     """tests/fake_sendgrid.py --fast in its own process, so its work is not in our figures."""
 
-    def __init__(self) -> None:
+    def __init__(self, link: LinkSpec | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "fake_sendgrid.py"), "--fast", "--key", API_KEY],
+            [
+                sys.executable,
+                str(ROOT / "tests" / "fake_sendgrid.py"),
+                "--fast",
+                "--key",
+                API_KEY,
+                *(link or LinkSpec()).args(),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -842,10 +920,11 @@ def child_send(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--url", default="")  # empty: prepare only (dry run)
     p.add_argument("--posts", default="")
     p.add_argument("--iter", action="store_true", help="only stream with iter_subscribers")
+    p.add_argument("--postgres", default="", help="send from a fresh schema in this PostgreSQL database")
     a = p.parse_args(argv)
     if a.iter:
         return stream_only(Path(a.db))
-    return delivery_send(Path(a.db), a.url, Path(a.posts))
+    return delivery_send(Path(a.db), a.url, Path(a.posts), a.postgres)
 
 
 def _rss_mb() -> float:
@@ -879,7 +958,54 @@ def stream_only(db: Path) -> dict[str, Any]:
     return {"wall": wall, "n": n, "base_rss_mb": base, "peak_rss_mb": _rss_mb()}
 
 
-def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
+def postgres_copy(db: Path, base_url: str) -> tuple[str, Callable[[], None]]:
+    """The SQLite bench database's readers in a fresh schema of ``base_url`` (setup, not timed):
+    the URL that selects the schema, and a function that drops it."""
+    import sqlite3
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from digest.store import open_store
+
+    schema = f"bench_{os.getpid()}_{int(time.time())}"
+    admin = create_engine(base_url)
+    with admin.begin() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(base_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    url_text = url.render_as_string(hide_password=False)
+    scratch = Path(tempfile.mkdtemp(prefix="digest-pg-"))
+    store = open_store(bench_config(scratch), url=url_text)  # migrations
+    source = sqlite3.connect(db)
+    raw = store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cols = "id, email, email_key, name, status, created_at, updated_at, confirmed_at, category_set"
+        with cur.copy(f"COPY subscribers ({cols}) FROM STDIN") as copy:
+            for row in source.execute(f"SELECT {cols} FROM subscribers"):
+                copy.write_row([*row[:5], *(f"{t}+00" if t else None for t in row[5:8]), row[8]])
+        with cur.copy("COPY subscriber_categories (subscriber_id, category_key) FROM STDIN") as copy:
+            for row in source.execute("SELECT subscriber_id, category_key FROM subscriber_categories"):
+                copy.write_row(row)
+        cur.execute("SELECT setval(pg_get_serial_sequence('subscribers', 'id'), max(id)) FROM subscribers")
+        raw.commit()
+        cur.execute("ANALYZE")
+        raw.commit()
+    finally:
+        raw.close()
+        source.close()
+        store.dispose()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    def drop() -> None:
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return url_text, drop
+
+
+def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") -> dict[str, Any]:
     """The product's path: digest.send.delivery.deliver with the SendGrid backend (real client).
 
     Works on a copy of the cached database (a send writes deliveries, batches and the ledger);
@@ -908,7 +1034,12 @@ def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     PersonalizationPool.close = close_and_measure  # type: ignore[method-assign]
     scratch = Path(tempfile.mkdtemp(prefix="digest-deliver-"))
     copy = scratch / "digest.db"
-    shutil.copyfile(db, copy)
+    drop: Callable[[], None] | None = None
+    if postgres:
+        db_url, drop = postgres_copy(db, postgres)
+    else:
+        shutil.copyfile(db, copy)
+        db_url = f"sqlite:///{copy}"
     os.environ["DIGEST_SECRET"] = SECRET
     os.environ["SENDGRID_API_KEY"] = API_KEY
     config = bench_config(scratch)
@@ -916,7 +1047,7 @@ def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     server = FakeServer() if dry else None
     host = server.url if server else url
     try:
-        store = open_store(config, url=f"sqlite:///{copy}")
+        store = open_store(config, url=db_url)
         loaded = load_posts(posts_folder, tz=config.tz)
         sender = SendGridSender(API_KEY, host=host, from_email="brief@example.com", max_retries=2)
         end = datetime(2026, 1, 9, tzinfo=config.tz)
@@ -943,9 +1074,12 @@ def delivery_send(db: Path, url: str, posts_folder: Path) -> dict[str, Any]:
     finally:
         if server is not None:
             server.close()
+        if drop is not None:
+            drop()
         shutil.rmtree(scratch, ignore_errors=True)
     return {
         "path": "digest.send.delivery.deliver",
+        "database": "postgresql" if postgres else "sqlite",
         "wall": wall,
         "cpu": time.process_time(),
         "recipients": summary.sent,
@@ -972,14 +1106,20 @@ def fake_stats(url: str) -> dict[str, Any]:
 
 
 def _send_runs(
-    n: int, db: Path, posts_folder: Path, reps: int, dry_runs: int = 1
+    n: int,
+    db: Path,
+    posts_folder: Path,
+    reps: int,
+    dry_runs: int = 1,
+    link: LinkSpec | None = None,
+    postgres: str = "",
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    flag: list[str] = []
+    flag: list[str] = ["--postgres", postgres] if postgres else []
     dry, full = [], []
     for rep in range(reps):
         if rep < dry_runs:
             dry.append(child(["send", "--db", str(db), "--posts", str(posts_folder), *flag], timeout=3600))
-        server = FakeServer()
+        server = FakeServer(link)
         try:
             result = child(
                 ["send", "--db", str(db), "--url", server.url, "--posts", str(posts_folder), *flag],
@@ -992,23 +1132,35 @@ def _send_runs(
     return dry, full
 
 
-def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict[str, Any]]) -> list[Figure]:
+def _send_figures(
+    n: int,
+    label: str,
+    dry: list[dict[str, Any]],
+    full: list[dict[str, Any]],
+    sets: int | None = None,
+    bar_s: float | None = None,
+) -> list[Figure]:
     last = full[-1]
     server = last["server"]
     delivered_ok = all(
-        r["server"]["personalizations"] == n and r["server"]["rejected"] == 0 and r["unique"] == n
+        r["server"]["personalizations"] == n
+        and r["server"]["rejected"] == 0
+        and r["server"]["repeated_recipients"] == 0
+        and r["unique"] == n
+        and (sets is None or r["sets"] == sets)
         for r in full
     )
     wall = [r["wall"] for r in full]
     rss = [r["peak_rss_mb"] for r in full]
-    is_1m = n >= 1_000_000
-    target = (
-        f"<= {TARGET_SEND_1M_S:.0f} s, <= {TARGET_SEND_MB:.0f} MB" if is_1m else f"<= {TARGET_SEND_MB:.0f} MB"
-    )
+    # all processes of the send together: the main process and the personalization worker
+    rss_all = [r["peak_rss_mb"] + (r.get("worker") or {}).get("peak_rss_mb", 0.0) for r in full]
+    if bar_s is None and n >= 1_000_000:
+        bar_s = TARGET_SEND_1M_S
+    target = f"<= {bar_s:.0f} s, <= {TARGET_SEND_MB:.0f} MB" if bar_s else f"<= {TARGET_SEND_MB:.0f} MB"
     met = (
-        max(rss) <= TARGET_SEND_MB
+        max(rss_all) <= TARGET_SEND_MB
         and delivered_ok
-        and (not is_1m or statistics.median(wall) <= TARGET_SEND_1M_S)
+        and (bar_s is None or statistics.median(wall) <= bar_s)
     )
     figures = [
         Figure(
@@ -1048,6 +1200,13 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
                 else ""
             ),
         ),
+        Figure(
+            f"  send ({label}): peak RSS, all processes",
+            f"{n:,} subscribers",
+            "MB",
+            rss_all,
+            note="main + personalization worker (sum of their peaks: an upper bound)",
+        ),
         Figure(f"  send ({label}): messages/s", f"{n:,} subscribers", "msg/s", [n / w for w in wall]),
     ]
     if dry and dry[0]["parts"]:
@@ -1064,15 +1223,45 @@ def _send_figures(n: int, label: str, dry: list[dict[str, Any]], full: list[dict
     return figures
 
 
-def bench_send(sizes: Sequence[int], runs: int, posts_folder: Path, real_max: int) -> list[Figure]:
+# Issue 12's bar for a send over a real link (150 ms round trip, 100 Mbit/s up), by size.
+LINK_BAR_S = {10_000: 30.0, 1_000_000: 90.0}
+
+
+def bench_send(
+    sizes: Sequence[int],
+    runs: int,
+    posts_folder: Path,
+    real_max: int,
+    link: LinkSpec | None = None,
+    postgres: str = "",
+) -> list[Figure]:
     """Each size (up to ``real_max``): ``runs`` sends through digest.send.delivery, each on a fresh
-    copy of the database, and one dry run; then the subscriber stream alone."""
+    copy of the database, and one dry run; then the subscriber stream alone.
+
+    ``link``: the fake plays that network (no dry run then: it posts nothing, so the link
+    changes nothing in it). ``postgres``: the same sends again from a PostgreSQL copy."""
+    link = link or LinkSpec()
+    over_link = link != LinkSpec()
     figures = []
     for n in sizes:
         db = subscriber_db(n)
+        sets = check_category_sets(db, n)
         if n <= real_max:
-            dry, full = _send_runs(n, db, posts_folder, runs)
-            figures += _send_figures(n, "delivery.py", dry, full)
+            for database in ("sqlite", "postgresql") if postgres else ("sqlite",):
+                dry, full = _send_runs(
+                    n,
+                    db,
+                    posts_folder,
+                    runs,
+                    dry_runs=0 if over_link else 1,
+                    link=link,
+                    postgres=postgres if database == "postgresql" else "",
+                )
+                label = "delivery.py" + (f", {database}" if postgres else "")
+                if over_link:
+                    label += f", {link.label}"
+                bar = LINK_BAR_S.get(n) if over_link else None
+                figures += _send_figures(n, label, dry, full, sets, bar)
         else:
             figures.append(
                 Figure(
@@ -1199,6 +1388,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="largest send run through digest.send.delivery (default: every size)",
     )
     parser.add_argument("--skip", default="", help="comma-separated stages to skip: posts,render,send,growth")
+    parser.add_argument(
+        "--link",
+        default="",
+        help="sends over a played network: 'RTT_MS,MBIT_UP', e.g. 150,100 (default: loopback)",
+    )
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get("DIGEST_BENCH_POSTGRES_URL", ""),
+        help="also send from PostgreSQL (a fresh schema per run): a SQLAlchemy URL "
+        "(default $DIGEST_BENCH_POSTGRES_URL)",
+    )
+    parser.add_argument("--send-runs", type=int, help="runs per send size (default 3; quick 1)")
     args = parser.parse_args(argv)
 
     runs = args.runs or (3 if args.quick else 5)
@@ -1246,7 +1447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "send" not in skip:
             print("send...", file=sys.stderr)
             real_max = args.real_max if args.real_max is not None else 10**12
-            figures += bench_send(sizes, 1 if args.quick else 3, send_posts, real_max)
+            send_runs = args.send_runs or (1 if args.quick else 3)
+            figures += bench_send(
+                sizes, send_runs, send_posts, real_max, LinkSpec.parse(args.link), args.postgres
+            )
         if "growth" not in skip:
             print("growth...", file=sys.stderr)
             figures += growth_posts(

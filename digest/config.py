@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -252,6 +254,11 @@ def _build_section(cls: type, data: Any, where: str, source: str) -> Any:
             raise ConfigError(
                 f"{source}: {key} has the wrong type ({value!r}); expected {_type_name(expected)}."
             )
+        if isinstance(value, str):
+            _check_text(source, where, name, value)
+        elif isinstance(value, tuple):
+            for item in value:
+                _check_text(source, where, name, item)
         choices = _CHOICES.get((where, name))
         if choices and value not in choices:
             raise ConfigError(f"{source}: {key} is {value!r}; use one of: {', '.join(choices)}.")
@@ -259,6 +266,46 @@ def _build_section(cls: type, data: Any, where: str, source: str) -> Any:
             raise ConfigError(f"{source}: {key} must be greater than 0 (it is {value!r}).")
         values[name] = value
     return cls(**values)
+
+
+# Keys whose text may run over lines (a PEM key, a postal address, a description); every other
+# string can reach a header, a subject or a one-line place, where a line break or another
+# control character would break the message (or inject a header), so it is refused at load.
+_MULTILINE = {
+    ("web", "sendgrid_webhook_public_key"),
+    ("site", "postal_address"),
+    ("categories", "description"),
+    # Jinja templates whose output the renderer folds onto one line (a TOML multi-line string).
+    ("edition", "subject"),
+    ("edition", "preheader"),
+}
+# Keys that must hold one email address (empty allowed where the key is optional).
+_ADDRESS_KEYS = (("sender", "from_email"), ("sender", "reply_to"), ("sender", "unsubscribe_mailto"))
+
+
+def _control_problem(value: str, multiline: bool) -> str:
+    """The first character that cannot be in this value, described, or "" when it is clean."""
+    for ch in value:
+        if multiline and ch in "\n\r\t":
+            continue
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Zl", "Zp") or ch in _BIDI or ch == "\ufeff":
+            names = {"\r": "a carriage return (CR)", "\n": "a line break (LF)", "\t": "a tab"}
+            return names.get(ch, f"the control character U+{ord(ch):04X}")
+    return ""
+
+
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+
+
+def _check_text(source: str, where: str, name: str, value: str) -> None:
+    section = "categories" if where.startswith("categories[") else where
+    problem = _control_problem(value, (section, name) in _MULTILINE)
+    if problem:
+        raise ConfigError(
+            f"{source}: {where}.{name} contains {problem}, which would break the email headers or "
+            "pages it goes into; remove it (write the value on one line)."
+        )
 
 
 def _type_name(t: Any) -> str:
@@ -331,7 +378,30 @@ def config_from_dict(data: dict[str, Any], *, root: Path, source: str = "config"
         raise ConfigError(
             f"{source}: sender.from_email {config.sender.from_email!r} is not an email address."
         )
+    _check_addresses(config, source)
     return config
+
+
+_ONE_ADDRESS = re.compile(r"[^\s@<>,;\"()\[\]\\]+@[^\s@<>,;\"()\[\]\\]+")
+
+
+def _check_addresses(config: Config, source: str) -> None:
+    """The sender's addresses go into From, Reply-To and List-Unsubscribe: each must be one address.
+
+    Syntax only (local@domain, no display name, list or brackets): a test or intranet domain
+    such as ``brief.test`` or ``localhost`` is the operator's business.
+    """
+    for section, name in _ADDRESS_KEYS:
+        value = getattr(getattr(config, section), name).strip()
+        if name == "unsubscribe_mailto":
+            value = value.removeprefix("mailto:")
+        if not value and name != "from_email":
+            continue
+        if not _ONE_ADDRESS.fullmatch(value):
+            raise ConfigError(
+                f"{source}: {section}.{name} is {value!r}, which is not one email address; give a "
+                "plain address such as news@example.com (no name, brackets or list)."
+            )
 
 
 def load_config(path: str | Path | None = None) -> Config:

@@ -37,12 +37,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
-from digest.config import Config
+from digest.config import DATABASE_ENV, Config
 from digest.errors import StoreError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -269,8 +269,54 @@ provider_events = Table(
 )
 
 
+class DatabaseBusyError(StoreError):
+    """Another process holds the database's write lock: nothing was changed; trying again works."""
+
+    retryable = True
+
+
+class NoDatabaseError(StoreError):
+    """A read-only command found no database where one is configured (and must not create one)."""
+
+
+def _database_problem(exc: DBAPIError, url: str) -> StoreError:
+    """A driver error the user can act on, as one line that says what to do."""
+    reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc).splitlines()[0]
+    low = reason.lower()
+    if "locked" in low or "busy" in low:
+        return DatabaseBusyError(
+            f"the database {url} is locked by another writer (another digest command, or a tool "
+            f"holding it open) and stayed locked for {SQLITE_BUSY_TIMEOUT_MS // 1000} s; nothing "
+            "was changed. Try again in a minute."
+        )
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        return StoreError(
+            f"the database {url} is read-only ({reason}); give this user write access to the file "
+            "and its folder (SQLite writes -wal and -shm files beside it), or point [database] url "
+            "or $DIGEST_DATABASE_URL at a writable one."
+        )
+    if "not a database" in low or "malformed" in low or "encrypted" in low:
+        return StoreError(
+            f"{url} is not a digest database ({reason}); point [database] url or "
+            "$DIGEST_DATABASE_URL at the right file, or at a new file name to start an empty one."
+        )
+    if "unable to open" in low:
+        return StoreError(
+            f"cannot open the database {url} ({reason}); check that its folder exists and is writable."
+        )
+    return StoreError(
+        f"cannot open the database {url}: {reason}. Check [database] url in config.toml or "
+        "$DIGEST_DATABASE_URL, and that the server is running; then try again."
+    )
+
+
 class Store:
-    """An open database: the engine, and sessions that commit on success and roll back on error."""
+    """An open database: the engine, and sessions that commit on success and roll back on error.
+
+    A driver error the user can act on (locked, read-only, not a database, server gone) leaves
+    here as a ``StoreError`` that says what to do; integrity errors pass through for callers
+    that race on purpose (two subscribes of one new address).
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -280,19 +326,33 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def shown_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
     @contextmanager
     def session(self) -> Iterator[Session]:
         """One transaction: ``with store.session() as s: s.execute(...)``; commit unless it raises."""
-        with self._sessions() as session, session.begin():
-            yield session
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise _database_problem(exc, self.shown_url) from exc
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A short read-only transaction that does not take SQLite's write lock."""
-        with self.engine.connect() as connection:
-            connection.execution_options(digest_read_only=True)
-            with connection.begin():
-                yield connection
+        try:
+            with self.engine.connect() as connection:
+                connection.execution_options(digest_read_only=True)
+                with connection.begin():
+                    yield connection
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise _database_problem(exc, self.shown_url) from exc
 
     def dispose(self) -> None:
         """Close every pooled connection (tests, and before a process forks)."""
@@ -302,17 +362,49 @@ class Store:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
 
 
-def _sqlite_url(config: Config, url: str) -> str:
-    """Resolve a relative SQLite file against the config folder and make sure its folder exists."""
-    parsed = make_url(url)
+def sqlite_path(config: Config, url: str | None = None) -> Path | None:
+    """The file a SQLite URL names, resolved against the config folder; None for memory or not SQLite."""
+    raw = url or config.database_url
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        return None
     database = parsed.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return url
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
     path = Path(database).expanduser()
-    if not path.is_absolute():
-        path = config.path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return parsed.set(database=str(path)).render_as_string(hide_password=False)
+    return path if path.is_absolute() else config.path(path)
+
+
+def _sqlite_url(config: Config, url: str, *, create: bool) -> str:
+    """Resolve a relative SQLite file against the config folder; refuse a folder that is not there.
+
+    The folder is never created: a typo in the URL must be an error, not a new empty database
+    that makes every command look like it worked on nobody.
+    """
+    parsed = make_url(url)
+    path = sqlite_path(config, url)
+    if path is None:
+        return url
+    shown = str(path)
+    if path.is_dir():
+        raise StoreError(
+            f"the database path {shown} is a folder; name a file in it, e.g. sqlite:///{path / 'digest.db'}."
+        )
+    if not path.parent.is_dir():
+        raise StoreError(
+            f"the folder {path.parent} for the database {path.name} does not exist; create it "
+            f"(mkdir -p {path.parent}) or fix [database] url / ${DATABASE_ENV}."
+        )
+    if not create and not path.exists():
+        raise NoDatabaseError(
+            f"there is no database at {shown} yet, so there is nothing to show; it is created by "
+            "`digest subscribers add` or `digest subscribers import` (or point [database] url / "
+            f"${DATABASE_ENV} at yours)."
+        )
+    return parsed.set(database=shown).render_as_string(hide_password=False)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -345,8 +437,12 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def create_store_engine(config: Config, url: str | None = None) -> Engine:
-    """An engine for the configured database, set up for our use (no migrations run here)."""
+def create_store_engine(config: Config, url: str | None = None, *, create: bool = True) -> Engine:
+    """An engine for the configured database, set up for our use (no migrations run here).
+
+    ``create=False`` (read-only commands) raises ``NoDatabaseError`` instead of starting a new
+    SQLite file.
+    """
     raw = url or config.database_url
     try:
         parsed = make_url(raw)
@@ -357,7 +453,7 @@ def create_store_engine(config: Config, url: str | None = None) -> Engine:
         ) from None
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
-        raw = _sqlite_url(config, raw)
+        raw = _sqlite_url(config, raw, create=create)
         if not parsed.database or parsed.database == ":memory:":
             # One shared connection, or every checkout would see a fresh empty database.
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -409,19 +505,19 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def open_store(config: Config, *, url: str | None = None) -> Store:
-    """Open (creating if needed) the database and migrate it to the newest schema."""
-    engine = create_store_engine(config, url)
+def open_store(config: Config, *, url: str | None = None, create: bool = True) -> Store:
+    """Open the database and migrate it to the newest schema.
+
+    ``create=True`` (commands that write: add, import, send, serve) starts a new SQLite file
+    when none is there; ``create=False`` (list, show, export, categories, status) raises
+    ``NoDatabaseError`` instead, so looking around in an empty folder leaves nothing behind.
+    """
+    engine = create_store_engine(config, url, create=create)
     try:
         migrate(engine)
-    except OperationalError as exc:
+    except DBAPIError as exc:
         engine.dispose()
-        shown = engine.url.render_as_string(hide_password=True)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(
-            f"cannot open the database {shown}: {reason}. Check [database] url in config.toml "
-            "or $DIGEST_DATABASE_URL, and that the server is running."
-        ) from None
+        raise _database_problem(exc, engine.url.render_as_string(hide_password=True)) from None
     except BaseException:
         engine.dispose()
         raise

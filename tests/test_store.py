@@ -162,6 +162,11 @@ def test_relative_sqlite_path_is_next_to_the_config(make_config, tmp_path, monke
     monkeypatch.delenv("DIGEST_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path.parent)
     config = make_config(database={"url": "sqlite:///data/digest.db"})
+    # The folder is never created for you (issue 15: a typo must not start an empty database).
+    with pytest.raises(StoreError, match=r"the folder .*data for the database digest\.db does not exist"):
+        open_store(config)
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "data").mkdir()
     store = open_store(config)
     store.dispose()
     assert (tmp_path / "data" / "digest.db").exists()

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from digest import subscribers as subs
 from digest.errors import StoreError
 from digest.store import subscriber_categories, subscribers, subscription_events
+from digest.subscribers import lifecycle
 
 
 @pytest.fixture
@@ -309,7 +310,7 @@ def test_failure_midway_rolls_back_the_whole_change(store, config, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(subs, "_log", boom)
+    monkeypatch.setattr(lifecycle, "_log", boom)
     with pytest.raises(RuntimeError):
         subs.subscribe(store, config, "half@example.com", ["News"], confirmed=True)
     assert table_counts(store) == (0, 0, 0)
@@ -510,7 +511,7 @@ def test_category_set_follows_every_change(store, config, tmp_path):
     assert stored_sets(store)["a@example.com"] == "data science, news, tech"
     subs.unsubscribe(store, "a@example.com", source="web")
     assert stored_sets(store)["a@example.com"] == "data science, news, tech"  # kept, not mailed
-    subs.subscribe(store, config, "a@example.com", ["News"], confirmed=True)  # resubscribe
+    subs.subscribe(store, config, "a@example.com", ["News"], confirmed=True, force_reason="asked by phone")
     assert stored_sets(store)["a@example.com"] == "news"
     subs.unsubscribe(store, "web@example.com", source="web")
     subs.subscribe(store, config, "web@example.com", ["Tech", "News"], source="web")  # pending again

@@ -121,7 +121,9 @@ def post_subscribe(
 ) -> Any:
     data: dict[str, Any] = {"email": email, "name": name, "category": list(categories)}
     data["csrf_token"] = token if token is not None else csrf_token(client)
-    return client.post("/subscribe", data=data, **extra)
+    response = client.post("/subscribe", data=data, **extra)
+    web_of(client).jobs.join()  # the look-up, write and email run after the answer
+    return response
 
 
 def snapshot(store: Store) -> tuple[Any, ...]:

@@ -8,6 +8,7 @@ once, recorded with source "cli"); ``--pending`` leaves them waiting for the web
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from digest import subscribers as subs
 from digest.config import Config, category_key
 from digest.errors import DigestError, StoreError
 from digest.model import Subscriber
-from digest.store import Store, open_store
+from digest.store import NoDatabaseError, Store, open_store
 
 FORMATS = ("table", "csv", "json")
 STATUS_CHOICES = click.Choice([*subs.STATUSES, "all"], case_sensitive=False)
@@ -33,8 +34,9 @@ def _config() -> Config:
 
 
 @contextmanager
-def _store(config: Config) -> Iterator[Store]:
-    store = open_store(config)
+def _store(config: Config, *, create: bool = True) -> Iterator[Store]:
+    """The configured store; ``create=False`` for commands that only read (NoDatabaseError if none)."""
+    store = open_store(config, create=create)
     try:
         yield store
     finally:
@@ -77,26 +79,72 @@ def subscribers_command() -> None:
     show_default=True,
     help="--confirmed: active at once (you have their consent); --pending: waits for them to confirm.",
 )
-def add(email: str, categories: str, name: str, confirmed: bool) -> None:
-    """Add a subscriber (or change an existing one's categories).
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="For a reader already subscribed: replace their categories with these (default: add these).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Re-subscribe someone who unsubscribed, bounced, complained or paused (needs --reason).",
+)
+@click.option(
+    "--reason", default="", help="With --force: how the reader asked to come back (kept in the consent log)."
+)
+def add(
+    email: str, categories: str, name: str, confirmed: bool, replace: bool, force: bool, reason: str
+) -> None:
+    """Add a subscriber, or add categories to one already subscribed (--replace to replace them).
 
     An address added here is active at once, because an admin adding it is taken to have the
-    reader's consent; use --pending to leave it waiting for confirmation instead.
+    reader's consent; use --pending to leave it waiting for confirmation instead. Someone who
+    unsubscribed (or bounced, complained, paused) is not re-subscribed: they must subscribe
+    again themselves, or you pass --force with --reason saying how they asked you.
 
     Example: digest subscribers add reader@example.com --categories "News,Data Science" --name "Ada"
     """
     config = _config()
-    with _store(config) as store:
-        sub, outcome = subs.subscribe(
-            store, config, email, categories, name=name, source="cli", confirmed=confirmed
+    if reason and not force:
+        raise StoreError(
+            "--reason goes with --force; leave it out, or add --force if that is what you meant."
         )
-    verb = {
-        subs.CREATED: "Added",
-        subs.PENDING: "Added, waiting for confirmation:",
-        subs.RESUBSCRIBED: "Subscribed again:",
-        subs.ALREADY_ACTIVE: "Already subscribed:",
-    }[outcome]
-    click.echo(f"{verb} {_describe(sub, config)}")
+    with _store(config) as store:
+        before = subs.get(store, email)
+        sub, outcome = subs.subscribe(
+            store,
+            config,
+            email,
+            categories,
+            name=name,
+            source="cli",
+            confirmed=confirmed,
+            categories_mode=subs.REPLACE if replace else subs.ADD,
+            force_reason=reason if force else None,
+        )
+    click.echo(_add_message(config, before, sub, outcome))
+
+
+def _add_message(config: Config, before: Subscriber | None, sub: Subscriber, outcome: str) -> str:
+    """What `add` did, in words: added, re-subscribed, or which categories changed (or nothing)."""
+    if outcome != subs.ALREADY_ACTIVE or before is None:
+        verb = {
+            subs.CREATED: "Added",
+            subs.PENDING: "Added, waiting for confirmation:",
+            subs.RESUBSCRIBED: "Subscribed again:",
+            subs.ALREADY_ACTIVE: "Already subscribed:",
+        }[outcome]
+        return f"{verb} {_describe(sub, config)}"
+    old, new = set(before.categories), set(sub.categories)
+    parts = []
+    if new - old:
+        parts.append(f"added {_display(config, sorted(new - old))}")
+    if old - new:
+        parts.append(f"removed {_display(config, sorted(old - new))}")
+    if sub.name != before.name:
+        parts.append("name updated")
+    done = "; ".join(parts) if parts else "nothing changed"
+    return f"Already subscribed: {_describe(sub, config)} ({done})"
 
 
 @subscribers_command.command("remove")
@@ -114,7 +162,7 @@ def remove(email: str, erase: bool, yes: bool) -> None:
     """
     config = _config()
     address = subs.normalise_email(email)
-    with _store(config) as store:
+    with _store(config, create=False) as store:
         if erase:
             if subs.get(store, address) is None:
                 raise StoreError(f"no subscriber with the address {address}; nothing to erase.")
@@ -155,7 +203,17 @@ def list_(statuses: tuple[str, ...], categories: tuple[str, ...], fmt: str) -> N
         wanted = None
     # Categories named here are checked, so a typo is an error rather than an empty list.
     cats = list(subs.resolve_categories(config, list(categories))) if categories else None
-    with _store(config) as store:
+    try:
+        opened = open_store(config, create=False)
+    except NoDatabaseError:  # nobody yet; and looking must not create a database
+        if fmt == "json":
+            click.echo("[]")
+        elif fmt == "csv":
+            click.echo(",".join(subs.CSV_COLUMNS))
+        else:
+            click.echo("No subscribers match.")
+        return
+    with _opened(opened) as store:
         rows = subs.iter_subscribers(store, statuses=wanted, categories=cats)
         if fmt == "csv":
             import csv
@@ -207,7 +265,7 @@ def show(email: str) -> None:
     Example: digest subscribers show reader@example.com
     """
     config = _config()
-    with _store(config) as store:
+    with _store(config, create=False) as store:
         sub = subs.get(store, email)
         if sub is None:
             raise StoreError(f"no subscriber with the address {subs.normalise_email(email)}.")
@@ -255,16 +313,44 @@ def export(file: str | None, statuses: tuple[str, ...]) -> None:
     wanted: tuple[str, ...] | None = tuple(s.lower() for s in statuses)
     if not wanted or "all" in wanted:
         wanted = None
-    with _store(config) as store:
-        if not file or file == "-":
+    target = None if not file or file == "-" else Path(file)
+    if target is not None:
+        _check_writable(target)
+    with _store(config, create=False) as store:
+        if target is None:
             subs.export_csv(store, sys.stdout, statuses=wanted)
             return
-        target = Path(file)
         partial = target.with_name(target.name + ".partial")
-        with partial.open("w", encoding="utf-8", newline="") as out:
-            count = subs.export_csv(store, out, statuses=wanted)
-        partial.replace(target)
+        try:
+            with partial.open("w", encoding="utf-8", newline="") as out:
+                count = subs.export_csv(store, out, statuses=wanted)
+            partial.replace(target)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {target}: {exc.strerror or exc}; choose another file.") from None
     click.echo(f"Wrote {count} subscriber{'s' if count != 1 else ''} to {target}.", err=True)
+
+
+def _check_writable(target: Path) -> None:
+    """Refuse a target we cannot write before touching the database, saying what to do."""
+    if target.is_dir():
+        raise StoreError(f"{target} is a folder; give a file name, e.g. {target / 'subscribers.csv'}.")
+    folder = target.parent
+    if not folder.is_dir():
+        raise StoreError(
+            f"cannot write {target}: the folder {folder} does not exist; create it (mkdir -p {folder}) "
+            "or choose another path."
+        )
+    if not os.access(folder, os.W_OK):
+        raise StoreError(f"cannot write {target}: the folder {folder} is not writable; choose another path.")
+
+
+@contextmanager
+def _opened(store: Store) -> Iterator[Store]:
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 @click.command("categories")
@@ -281,8 +367,11 @@ def categories_command(fmt: str) -> None:
     """
     config = _config()
     post_counts, names, note = _post_categories(config)
-    with _store(config) as store:
-        sub_counts = subs.count_by_category(store)
+    try:
+        with _store(config, create=False) as store:
+            sub_counts = subs.count_by_category(store)
+    except NoDatabaseError:
+        sub_counts = {}  # no database yet: nobody subscribed to anything
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for cat in config.categories:
@@ -313,7 +402,9 @@ def categories_command(fmt: str) -> None:
     if note:
         console.print(note, style="yellow", markup=False)
     if not rows:
-        console.print("No categories: add [[categories]] to config.toml and categories to your posts.")
+        console.print(
+            "No categories: add [[categories]] to config.toml and categories to your posts.", markup=False
+        )
         return
     table = Table(title="Categories")
     table.add_column("Category")
@@ -325,7 +416,9 @@ def categories_command(fmt: str) -> None:
         table.add_row(name, row["description"], str(row["posts"]), str(row["subscribers"]))
     console.print(table)
     if not config.categories:
-        console.print('Readers cannot choose yet: add [[categories]] with name = "..." to config.toml.')
+        console.print(
+            'Readers cannot choose yet: add [[categories]] with name = "..." to config.toml.', markup=False
+        )
 
 
 def _post_categories(config: Config) -> tuple[dict[str, int], dict[str, str], str]:

@@ -230,14 +230,20 @@ class EditionLock:
         """Extend the lease (at most every few seconds); raises if another run took it over."""
         if not force and time.monotonic() - self._renewed < 5:
             return
-        from digest.store import editions, utcnow
+        from digest.store import DatabaseBusyError, editions, utcnow
 
-        with self.store.session() as s:
-            ok = s.execute(
-                update(editions)
-                .where(editions.c.id == self.edition_id, editions.c.lock_owner == self.owner)
-                .values(lock_expires=utcnow() + timedelta(seconds=self.seconds))
-            ).rowcount
+        try:
+            with self.store.session() as s:
+                ok = s.execute(
+                    update(editions)
+                    .where(editions.c.id == self.edition_id, editions.c.lock_owner == self.owner)
+                    .values(lock_expires=utcnow() + timedelta(seconds=self.seconds))
+                ).rowcount
+        except DatabaseBusyError as exc:  # retryable: say so, and that nothing sent is lost
+            raise DatabaseBusyError(
+                f"could not renew the send lock on edition {self.edition_id}: {exc} Readers already "
+                f"sent are recorded; run the same command again to send the rest."
+            ) from exc
         if ok != 1:
             raise SendError(f"Lost the lock on edition {self.edition_id} to another run; stopping.")
         self._renewed = time.monotonic()

@@ -17,23 +17,13 @@ Rules every route keeps:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import ipaddress
-import json
 import logging
 import math
-import secrets
-import threading
-import time
-import unicodedata
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -42,31 +32,51 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from digest import subscribers as subs
 from digest.config import Config, category_key
-from digest.errors import ConfigError, DigestError, LinkError, StoreError
+from digest.errors import DigestError, LinkError, StoreError
 from digest.links import CONFIRM, PREFERENCES, UNSUBSCRIBE, LinkMaker, Signer, load_secret
 from digest.model import Subscriber
-from digest.send import webhook
-from digest.send.base import OutgoingMessage, Sender
+from digest.send.base import Sender
+from digest.store import DatabaseBusyError
 from digest.web.archive_routes import archive_routes
+from digest.web.forms import categories_from_form, read_subscribe_form, text_field
+from digest.web.jobs import Jobs
+from digest.web.mail import subscribe_message
+from digest.web.provider import SendGridWebhook, webhook_key
+from digest.web.security import (
+    CSP,
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    BodyLimit,
+    Csrf,
+    RateLimiter,
+    SecurityHeaders,
+    client_key,
+    origin_of,
+)
+
+__all__ = [
+    "CSP",
+    "CSRF_COOKIE",
+    "CSRF_FIELD",
+    "RateLimiter",
+    "WebApp",
+    "client_key",
+    "create_app",
+]
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY_BYTES = 64 * 1024  # the largest honest form is a few hundred bytes
 WEBHOOK_MAX_BODY_BYTES = 8 * 1024 * 1024  # SendGrid batches events: up to a few MB a post
-MAX_EMAIL_CHARS = 254  # RFC 5321 path limit
-MAX_NAME_CHARS = 100
 MAX_TOKEN_CHARS = 1024
 RESEND_SECONDS = 3600.0  # at most one subscribe email per address per hour
-CSRF_COOKIE = "digest_csrf"
-CSRF_FIELD = "csrf_token"
 LIVE = ("pending", "active", "paused")  # statuses a reader can still manage
 STATUS_TEXT = {
     "pending": "Waiting for you to confirm",
@@ -76,229 +86,6 @@ STATUS_TEXT = {
     "bounced": "Stopped: emails to this address bounced",
     "complained": "Stopped: our email was marked as spam",
 }
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-
-
-# --- small parts ---------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """A sliding window of hits per key, in memory: enough for one `digest serve` process.
-
-    Refused hits are not counted, so a flood does not push the reopening further away. The
-    number of keys is capped so that a spray of addresses cannot grow memory without bound.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        window: float = 3600.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        max_keys: int = 50_000,
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.clock = clock
-        self.max_keys = max_keys
-        self._hits: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str) -> float:
-        """Count one request for ``key``: 0.0 if allowed, else seconds until one will be."""
-        if self.limit <= 0:
-            return 0.0
-        with self._lock:
-            now = self.clock()
-            hits = self._hits.get(key)
-            if hits is None:
-                if len(self._hits) >= self.max_keys:
-                    self._prune(now)
-                hits = self._hits[key] = deque()
-            while hits and hits[0] <= now - self.window:
-                hits.popleft()
-            if len(hits) >= self.limit:
-                return max(hits[0] + self.window - now, 1.0)
-            hits.append(now)
-            return 0.0
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._hits.pop(key, None)
-
-    def _prune(self, now: float) -> None:
-        for key in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window]:
-            del self._hits[key]
-        while len(self._hits) >= self.max_keys:  # still full: drop the oldest keys
-            self._hits.pop(next(iter(self._hits)))
-
-
-def client_key(request: Request) -> str:
-    """The rate-limit key of a client: its IP, or its /64 for IPv6 (one host owns a whole /64)."""
-    host = request.client.host if request.client else "unknown"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
-class Csrf:
-    """Signed double-submit: the cookie holds a random nonce, each form an HMAC of it.
-
-    A forging page can neither read our cookie nor compute the HMAC without the secret, so it
-    cannot build a form that passes, and no server-side session is needed. Where the browser
-    says where a POST comes from (Origin, Sec-Fetch-Site) it must be us. ``Origin: null`` is
-    allowed through to the token check: our own Referrer-Policy (no-referrer) makes browsers
-    send exactly that on same-origin form posts.
-    """
-
-    def __init__(self, secret: str, *, origins: set[str], secure: bool) -> None:
-        self.key = hmac.new(secret.encode("utf-8"), b"digest csrf v1", hashlib.sha256).digest()
-        self.origins = origins
-        self.secure = secure
-
-    def _mac(self, nonce: str) -> str:
-        digest = hmac.new(self.key, nonce.encode("utf-8"), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-    def nonce(self, request: Request) -> tuple[str, bool]:
-        """The nonce of this browser, and whether it is new (and must be set as a cookie)."""
-        current = request.cookies.get(CSRF_COOKIE, "")
-        if 20 <= len(current) <= 100 and current.replace("-", "").replace("_", "").isalnum():
-            return current, False
-        return secrets.token_urlsafe(32), True
-
-    def token(self, nonce: str) -> str:
-        return self._mac(nonce)
-
-    def set_cookie(self, response: Response, nonce: str) -> None:
-        response.set_cookie(CSRF_COOKIE, nonce, httponly=True, samesite="lax", secure=self.secure, path="/")
-
-    def refusal(self, request: Request, form: FormData) -> str | None:
-        """Why this POST must be refused, or None when it came from our own form."""
-        if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
-            return "cross-site"
-        origin = request.headers.get("origin")
-        if origin and origin != "null":
-            own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-            if origin != own and origin not in self.origins:
-                return "origin"
-        cookie = request.cookies.get(CSRF_COOKIE)
-        sent = form.get(CSRF_FIELD)
-        if not cookie or not isinstance(sent, str) or not sent:
-            return "missing"
-        if not hmac.compare_digest(sent.encode("utf-8"), self._mac(cookie).encode("ascii")):
-            return "mismatch"
-        return None
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-class SecurityHeaders:
-    """Adds the headers every response needs; pages with tokens are never cached."""
-
-    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
-        self.app = app
-        self.headers = [
-            (b"content-security-policy", CSP.encode()),
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"x-frame-options", b"DENY"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-        ]
-        if hsts:
-            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = scope.get("path", "").startswith("/static/")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                names = {name.lower() for name, _ in headers}
-                headers.extend(h for h in self.headers if h[0] not in names)
-                if not static and b"cache-control" not in names:
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class BodyLimit:
-    """Refuses request bodies over a limit with our own 413 page (an HTTPException from receive).
-
-    Checked as the body streams in, so a lying or missing Content-Length does not help; the
-    provider webhook gets a larger allowance, since SendGrid posts events in batches.
-    """
-
-    def __init__(self, app: ASGIApp, *, default: int, larger: Mapping[str, int]) -> None:
-        self.app = app
-        self.default = default
-        self.larger = dict(larger)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        limit = next((n for prefix, n in self.larger.items() if path.startswith(prefix)), self.default)
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise HTTPException(413)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
-def _text(form: FormData | Mapping[str, Any], key: str) -> str:
-    """A form field as text; a file upload or a missing field is empty."""
-    value = form.get(key)
-    return value if isinstance(value, str) else ""
-
-
-def _webhook_key(config: Config) -> Any:
-    """The configured SendGrid verification key, loaded once; a bad one stops `digest serve`."""
-    text = config.web.sendgrid_webhook_public_key.strip()
-    if not text:
-        return None
-    try:
-        return webhook.load_public_key(text)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"[web] sendgrid_webhook_public_key is not a usable key ({exc}); paste the "
-            "verification key from SendGrid (Mail Settings > Event Webhook > Signed Event Webhook)."
-        ) from None
-
-
-def _address_problem(message: str) -> str:
-    """The store's reason without its echo of the input (the field already shows that)."""
-    _, sep, reason = message.partition(" is not a valid email address: ")
-    return f"That is not a valid email address: {reason[:1].lower()}{reason[1:]}" if sep else message
-
-
-def _has_control(text: str) -> bool:
-    """CR, LF, NUL, tabs and the Unicode line/paragraph separators: never part of a name."""
-    return any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in text)
 
 
 # --- the app -------------------------------------------------------------------------------
@@ -315,8 +102,9 @@ class WebApp:
         self.signer = Signer(secret)
         self.links = LinkMaker(config.web.base_url, self.signer)
         secure = config.web.base_url.startswith("https://")
-        self.csrf = Csrf(secret, origins={_origin(config.web.base_url)}, secure=secure)
-        self.webhook_key = _webhook_key(config)
+        self.csrf = Csrf(secret, origins={origin_of(config.web.base_url)}, secure=secure)
+        self.webhook_key = webhook_key(config)
+        self.jobs = Jobs()
         self.subscribe_limit = RateLimiter(config.web.subscribe_per_hour)
         self.resend_limit = RateLimiter(1, RESEND_SECONDS)
         self.env = Environment(
@@ -335,7 +123,6 @@ class WebApp:
         *,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
-        background: BackgroundTask | None = None,
         csrf: bool = False,
     ) -> HTMLResponse:
         ctx: dict[str, Any] = {
@@ -351,7 +138,7 @@ class WebApp:
         if csrf:
             ctx["csrf_token"] = self.csrf.token(nonce)
         html = self.env.get_template(template).render(ctx)
-        response = HTMLResponse(html, status_code=status, headers=dict(headers or {}), background=background)
+        response = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
         if fresh:
             self.csrf.set_cookie(response, nonce)
         return response
@@ -414,21 +201,17 @@ class WebApp:
         if len(token) > MAX_TOKEN_CHARS:
             raise LinkError("This link is damaged: it is far longer than any link we send.")
         max_age = self.config.web.confirm_hours * 3600 if purpose == CONFIRM else None
-        return self.signer.verify(purpose, token, max_age=max_age)
+        email = self.signer.verify(purpose, token, max_age=max_age)
+        try:
+            return subs.normalise_email(email)
+        except StoreError:  # signed by us, for an address our rules no longer accept
+            raise LinkError(
+                "This link was made for an email address we can no longer accept, so it can't be "
+                "used any more."
+            ) from None
 
     def categories_from_form(self, values: list[str]) -> tuple[list[str], str]:
-        """The config's display names for the ticked boxes, or an error saying what is wrong."""
-        names: list[str] = []
-        for value in values:
-            cat = self.config.find_category(value) if len(value) <= 200 else None
-            if cat is None:
-                shown = value if len(value) <= 40 else value[:40] + "…"
-                return [], f"There is no topic called “{shown}”. Pick from the list."
-            if cat.name not in names:
-                names.append(cat.name)
-        if self.config.categories and not names:
-            return [], "Pick at least one topic."
-        return names, ""
+        return categories_from_form(self.config, values)
 
     # -- routes: subscribe --
 
@@ -454,58 +237,34 @@ class WebApp:
         form = await self.form(request)
         if self.csrf.refusal(request, form):
             return self.forgery(request)
-        raw_email = _text(form, "email").strip()
-        name = _text(form, "name").strip()
-        values = [v.strip() for v in form.getlist("category") if isinstance(v, str)]
-        errors: dict[str, str] = {}
-        email = ""
-        if not raw_email:
-            errors["email"] = "Enter your email address."
-        elif len(raw_email) > MAX_EMAIL_CHARS:
-            errors["email"] = (
-                f"That address is too long: an email address has at most {MAX_EMAIL_CHARS} characters."
-            )
-        elif _has_control(raw_email):
-            errors["email"] = "An email address can't contain line breaks or control characters."
-        else:
-            try:
-                email = subs.normalise_email(raw_email)
-            except StoreError as exc:
-                errors["email"] = _address_problem(str(exc))
-        if len(name) > MAX_NAME_CHARS:
-            errors["name"] = f"Your name can be at most {MAX_NAME_CHARS} characters."
-        elif _has_control(name):
-            errors["name"] = "Your name can't contain line breaks or control characters."
-        names, problem = self.categories_from_form(values)
-        if problem:
-            errors["category"] = problem
-        if errors:
-            shown = {
-                "email": raw_email[:MAX_EMAIL_CHARS],
-                "name": "" if "name" in errors else name,
-                "chosen": {category_key(v) for v in values},
-            }
+        read = read_subscribe_form(self.config, form)
+        if read.errors:
             return self.render(
-                request, "subscribe.html", {"form": shown, "errors": errors}, status=400, csrf=True
+                request, "subscribe.html", {"form": read.shown, "errors": read.errors}, status=400, csrf=True
             )
-        try:
-            subscriber, mail = await run_in_threadpool(self._subscribe, email, names, name)
-        except StoreError as exc:  # the store's own validation: same input, same answer
-            shown = {"email": raw_email, "name": name, "chosen": {category_key(v) for v in values}}
-            return self.render(
-                request,
-                "subscribe.html",
-                {"form": shown, "errors": {"form": str(exc)}},
-                status=400,
-                csrf=True,
-            )
-        task = BackgroundTask(self._send_subscribe_mail, subscriber, mail) if mail else None
-        return self.render(
+        email, names, name = read.email, read.names, read.name
+        # Whatever the address's state, the answer is this page, by this path: the look-up, the
+        # write and the email happen on the job thread (digest.web.jobs), queued only once the
+        # answer has been sent, so they cannot compete with writing it.
+        response = self.render(
             request,
             "subscribe_sent.html",
             {"email": email, "confirm_hours": self.config.web.confirm_hours},
-            background=task,
         )
+        response.background = BackgroundTask(
+            self.jobs.put, lambda: self._subscribe_and_mail(email, names, name)
+        )
+        return response
+
+    def _subscribe_and_mail(self, email: str, names: list[str], name: str) -> None:
+        """The job behind every accepted form: record the request, then send its email (if any)."""
+        try:
+            subscriber, mail = self._subscribe(email, names, name)
+        except StoreError as exc:
+            log.error("could not record a subscribe request for %s: %s", email, exc)
+            return
+        if mail:
+            self._send_subscribe_mail(subscriber, mail)
 
     def _subscribe(self, email: str, names: list[str], name: str) -> tuple[Subscriber, str]:
         """Record the request; say which email (if any) to send. Never reveals what was there.
@@ -524,32 +283,12 @@ class WebApp:
 
     def _send_subscribe_mail(self, subscriber: Subscriber, kind: str) -> None:
         """Runs after the response. At most one such email per address per hour."""
-        key = subscriber.email.casefold()
+        key = subs.email_key(subscriber.email)
         if self.resend_limit.hit(key):
             log.info("not re-sending a %s email to %s within the hour", kind, subscriber.email)
             return
-        ctx = {
-            "site_name": self.config.site.name,
-            "lang": self.config.site.language or "en",
-            "postal_address": self.config.site.postal_address,
-            "email": subscriber.email,
-            "topics": self.topic_names(subscriber.categories),
-            "confirm_hours": self.config.web.confirm_hours,
-        }
-        if kind == "confirm":
-            ctx["confirm_url"] = self.links.confirm_url(subscriber.email)
-            subject = f"Confirm your subscription to {self.config.site.name}"
-        else:
-            ctx["preferences_url"] = self.links.preferences_url(subscriber.email)
-            subject = f"You're already subscribed to {self.config.site.name}"
-        message = OutgoingMessage(
-            to=subscriber.email,
-            subject=subject,
-            html=self.env.get_template(f"email_{kind}.html").render(ctx),
-            text=self.env.get_template(f"email_{kind}.txt").render(ctx),
-            headers={"Auto-Submitted": "auto-generated"},
-            categories=(f"digest-{kind}",),
-        )
+        topics = self.topic_names(subscriber.categories)
+        message = subscribe_message(self.config, self.env, self.links, subscriber, kind, topics)
         try:
             self.sender.send_one(message)
         except DigestError as exc:
@@ -639,7 +378,7 @@ class WebApp:
         message, errors, status = "", {}, 200
         chosen: set[str] | None = None
         if form is not None:
-            action = _text(form, "action")
+            action = text_field(form, "action")
             try:
                 if subscriber.status not in LIVE:
                     errors["form"] = (
@@ -714,7 +453,7 @@ class WebApp:
         if request.method != "POST":
             done = subscriber is not None and subscriber.status == "unsubscribed"
             return self.render(request, "unsubscribe.html", {**ctx, "done": done})
-        if _text(fields, "List-Unsubscribe") != "One-Click":
+        if text_field(fields, "List-Unsubscribe") != "One-Click":
             return self.error(
                 request,
                 400,
@@ -723,7 +462,7 @@ class WebApp:
                 "To unsubscribe, open the link from the email and press the button on the page.",
             )
         if subscriber is not None and subscriber.status in LIVE:
-            source = "unsubscribe-page" if _text(fields, "from") == "page" else "one-click"
+            source = "unsubscribe-page" if text_field(fields, "from") == "page" else "one-click"
             try:
                 await run_in_threadpool(subs.unsubscribe, self.store, email, source=source)
             except StoreError as exc:
@@ -738,49 +477,6 @@ class WebApp:
         body = await request.body()
         parsed = parse_qs(body.decode("utf-8", "replace").strip(), keep_blank_values=True)
         return {k: v[0] for k, v in parsed.items()}
-
-    # -- routes: the provider --
-
-    async def sendgrid_webhook(self, request: Request) -> Response:
-        """SendGrid's Event Webhook: bounces, spam reports and unsubscribes end subscriptions.
-
-        Refused with 403, changing nothing: no key configured, no signature, a timestamp more
-        than ten minutes off (a replay), or a signature that does not match the raw body.
-        Events seen before (by sg_event_id) are recorded once.
-        """
-        if self.webhook_key is None:
-            log.warning("refused a SendGrid webhook: [web] sendgrid_webhook_public_key is not set")
-            return PlainTextResponse("webhook not configured\n", status_code=403)
-        signature = request.headers.get(webhook.SIGNATURE_HEADER, "")
-        timestamp = request.headers.get(webhook.TIMESTAMP_HEADER, "")
-        if not signature or not timestamp:
-            return PlainTextResponse("unsigned request\n", status_code=403)
-        try:
-            age = abs(time.time() - float(timestamp))
-        except ValueError:
-            age = math.inf
-        if not age <= webhook.MAX_AGE_SECONDS:
-            log.warning("refused a SendGrid webhook with a stale timestamp %r (a replay?)", timestamp[:40])
-            return PlainTextResponse("stale timestamp\n", status_code=403)
-        body = await request.body()
-        if not webhook.verify_signature(self.webhook_key, body, signature, timestamp):
-            log.warning("refused a SendGrid webhook with a bad signature")
-            return PlainTextResponse("bad signature\n", status_code=403)
-        try:
-            events = json.loads(body)
-        except ValueError:
-            return PlainTextResponse("body is not JSON\n", status_code=400)
-        if not isinstance(events, list):
-            return PlainTextResponse("body is not a JSON list of events\n", status_code=400)
-        summary = await run_in_threadpool(webhook.record_events, self.store, events)
-        return JSONResponse(
-            {
-                "received": summary.received,
-                "recorded": summary.recorded,
-                "duplicates": summary.duplicates,
-                "marked": dict(summary.marked),
-            }
-        )
 
     # -- routes: operations --
 
@@ -813,6 +509,17 @@ class WebApp:
         headers = getattr(exc, "headers", None) or {}
         return self.error(request, status, heading, message, headers=headers)
 
+    async def busy(self, request: Request, exc: Exception) -> Response:
+        """Another writer holds the database (DatabaseBusyError): passing, so 503 and try again."""
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return self.error(
+            request,
+            503,
+            "We're busy for a moment",
+            "Nothing has been changed. Please try again in a minute.",
+            headers={"Retry-After": "60"},
+        )
+
     async def server_error(self, request: Request, exc: Exception) -> Response:
         if isinstance(exc, DigestError):
             log.error("%s %s: %s", request.method, request.url.path, exc)
@@ -843,6 +550,7 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await run_in_threadpool(web.jobs.close)  # queued subscribe requests are not lost
         if own_sender:
             sender.close()
         if own_store:
@@ -857,13 +565,22 @@ def create_app(config: Config, *, store: Any = None, sender: Sender | None = Non
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["GET", "POST"], name="unsubscribe"),
         Route("/healthz", web.healthz, methods=["GET"], name="healthz"),
         Route("/favicon.ico", _no_favicon, methods=["GET"]),
-        Route("/webhooks/sendgrid", web.sendgrid_webhook, methods=["POST"], name="sendgrid_webhook"),
+        Route(
+            "/webhooks/sendgrid",
+            SendGridWebhook(store, web.webhook_key).handle,
+            methods=["POST"],
+            name="sendgrid_webhook",
+        ),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     routes.extend(archive_routes(config, store))  # past editions: digest/web/archive_routes.py
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: web.http_error, Exception: web.server_error},
+        exception_handlers={
+            HTTPException: web.http_error,
+            DatabaseBusyError: web.busy,
+            Exception: web.server_error,
+        },
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, default=MAX_BODY_BYTES, larger={"/webhooks/": WEBHOOK_MAX_BODY_BYTES})
