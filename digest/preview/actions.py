@@ -100,6 +100,7 @@ def _message(config: Config, rendered: RenderedEdition, address: str, categories
     """The test message built from an already rendered edition (see send_test)."""
     from digest.links import LinkMaker
     from digest.send import OutgoingMessage
+    from digest.send.headers import unsubscribe_headers, unsubscribe_mailto
 
     links = LinkMaker.from_config(config)
     preferences, unsubscribe = links.preferences_url(address), links.unsubscribe_url(address)
@@ -107,14 +108,12 @@ def _message(config: Config, rendered: RenderedEdition, address: str, categories
     def fill(text: str) -> str:
         return text.replace(PREFERENCES_URL, preferences).replace(UNSUBSCRIBE_URL, unsubscribe)
 
-    mailto = config.sender.unsubscribe_mailto.strip().removeprefix("mailto:")
-    unsub = f"<{unsubscribe}>" + (f", <mailto:{mailto}?subject=unsubscribe>" if mailto else "")
     return OutgoingMessage(
         to=address,
         subject=TEST_PREFIX + fill(rendered.subject),
         html=fill(rendered.html),
         text=fill(rendered.text),
-        headers={"List-Unsubscribe": unsub, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+        headers=unsubscribe_headers(unsubscribe, unsubscribe_mailto(config.sender.unsubscribe_mailto)),
         categories=("digest-test",),
         custom_args={"test": "1", "categories": ",".join(categories)},
     )
