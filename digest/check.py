@@ -130,11 +130,50 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return next((v for k, v in headers.items() if k.casefold() == wanted), None)
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[QqBb]\?")
+
+
+def _encoded_words(headers: Mapping[str, str]) -> list[Finding]:
+    """An RFC 2047 encoded-word in either unsubscribe header, as given or as the SMTP and outbox
+    backends would write it (a sample message's raw bytes, the placeholder as a long URL)."""
+    from email import policy
+
+    from digest.send.base import OutgoingMessage, build_mime
+
+    long_url = "https://example.com/unsubscribe/" + "x" * 160
+    sample = {k: v.replace(UNSUBSCRIBE_URL, long_url) for k, v in headers.items()}
+    message = OutgoingMessage(to="reader@example.com", subject="s", html="h", text="t", headers=sample)
+    try:
+        raw = build_mime(message, from_email="digest@example.com").as_bytes(policy=policy.SMTP)
+        wire = re.sub(r"\r\n[ \t]", " ", raw.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace"))
+    except ValueError as exc:  # not one line of ASCII: RawHeader refuses it
+        wire = str(exc)
+    lines = {line.partition(":")[0].casefold(): line for line in wire.split("\r\n")}
+    bad = []
+    for name in ("List-Unsubscribe", "List-Unsubscribe-Post"):
+        given = _header(headers, name) or ""
+        on_wire = lines.get(name.casefold(), "")
+        if _ENCODED_WORD.search(given) or _ENCODED_WORD.search(on_wire) or (given and not on_wire):
+            bad.append(name)
+    if not bad:
+        return [Finding("ok", "list-unsubscribe-encoded", "Unsubscribe headers go out as plain ASCII.")]
+    return [
+        Finding(
+            "error",
+            "list-unsubscribe-encoded",
+            f"{' and '.join(bad)} would go out RFC 2047-encoded (=?utf-8?...?=) or unreadable, so "
+            "Gmail's and Yahoo's one-click unsubscribe cannot find the URL (RFC 2369 wants <https://...>).",
+            "Build them with digest.send.headers (plain ASCII URLs in angle brackets).",
+        )
+    ]
+
+
 def _unsubscribe(
     rendered: RenderedEdition, config: Config, headers: Mapping[str, str] | None, real: bool
 ) -> list[Finding]:
     found: list[Finding] = []
     if headers is not None:
+        found.extend(_encoded_words(headers))
         value = _header(headers, "List-Unsubscribe") or ""
         uris = re.findall(r"<([^>]*)>", value)
         # Whether the link is https and public is the unsubscribe-url check's business below.

@@ -28,7 +28,14 @@ SENDGRID_KEY_ENV = "SENDGRID_API_KEY"
 SENDGRID_HOST_ENV = "SENDGRID_API_HOST"
 SMTP_PASSWORD_ENV = "DIGEST_SMTP_PASSWORD"
 # The templates that ship with digest: top-level templates/ in a checkout (pip install -e .).
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# The email templates: in an installed wheel they are package data (digest/templates, mapped
+# from the top-level templates/ by setup.py); in a checkout, the top-level folder itself.
+_PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "templates"
+BUILTIN_TEMPLATES = (
+    _PACKAGED_TEMPLATES
+    if _PACKAGED_TEMPLATES.is_dir()
+    else Path(__file__).resolve().parent.parent / "templates"
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,7 @@ class SenderConfig:
     sending_domain: str = "example.com"
     outbox: str = "build/outbox"
     unsubscribe_mailto: str = ""
+    list_id: str = ""  # List-Id (RFC 2919); empty: "Site name" <digest.host of site.base_url>
     sendgrid_host: str = "https://api.sendgrid.com"
     timeout_seconds: float = 30.0
     max_retries: int = 5

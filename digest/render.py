@@ -10,104 +10,43 @@ Pure: no disk (after the templates are loaded), network, database or clock.
 
 from __future__ import annotations
 
-import functools
-import re
 import threading
 import weakref
 from collections.abc import Mapping
-from datetime import date, datetime, timedelta, tzinfo
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlsplit
 
 import jinja2
-import jinja2.nodes
 import mjml
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
+from digest.assemble import MJML_TEMPLATE, TEXT_TEMPLATE, EditionAssembler
 from digest.config import BUILTIN_TEMPLATES, Config
+from digest.edition_view import EditionView
 from digest.errors import EmptyEditionError, RenderError
-from digest.model import (
-    PREFERENCES_URL,
-    UNSUBSCRIBE_URL,
-    Edition,
-    Item,
-    RenderedEdition,
-    Section,
-    Skip,
-    reader_token,
-)
+from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, RenderedEdition, reader_token
+from digest.text_format import TEXT_WIDTH, credit, filters, host, one_line, tidy_text, wrap
 from digest.textclean import header_text
-from digest.typeset import nowidow, typeset
 
-MJML_TEMPLATE = "edition.mjml.j2"
-TEXT_TEMPLATE = "edition.txt.j2"
 # "In this issue": rendered on their own and handed to the edition templates as `contents` and
-# `contents_text`, so a send can assemble editions from pieces (see EditionAssembler).
+# `contents_text` (a per-set value each, printed as it is: the assembler fills it in per set).
 CONTENTS_TEMPLATE = "contents.html.j2"
 CONTENTS_TEXT_TEMPLATE = "contents.txt.j2"
-TEXT_WIDTH = 72
 
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-
-
-class EditionView:
-    """What templates see as ``edition``: the Edition without empty sections, dates in site time.
-
-    Precomputed once per render, so templates read plain attributes instead of calling helpers.
-    """
-
-    __slots__ = (
-        "categories",
-        "first_day",
-        "id",
-        "items",
-        "last_day",
-        "note_html",
-        "note_text",
-        "post_count",
-        "sections",
-        "skipped",
-        "titles",
-        "window_end",
-        "window_start",
-    )
-
-    def copy(self) -> EditionView:
-        """A shallow copy (``copy.copy`` goes through ``__reduce_ex__``: slower, per set)."""
-        twin = object.__new__(EditionView)
-        for name in self.__slots__:
-            object.__setattr__(twin, name, getattr(self, name))
-        return twin
-
-    def __init__(self, edition: Edition, tz: tzinfo) -> None:
-        self.id: str = edition.id
-        self.sections: tuple[Section, ...] = tuple(s for s in edition.sections if s.items)
-        self.items: tuple[Item, ...] = tuple(i for s in self.sections for i in s.items)
-        self.titles: tuple[str, ...] = tuple(i.title for i in self.items)
-        self.post_count: int = len(self.items)
-        self.categories: tuple[str, ...] = edition.categories
-        self.skipped: tuple[Skip, ...] = edition.skipped
-        self.note_html: Markup = Markup(edition.note_html)  # made safe by digest.notes
-        self.note_text: str = edition.note_text
-        self.window_start: datetime = _local(edition.window_start, tz)
-        self.window_end: datetime = _local(edition.window_end, tz)
-        self.first_day: date = self.window_start.date()
-        # The window's end is exclusive: a window ending at midnight covers the day before.
-        self.last_day: date = _local(edition.window_end - timedelta(microseconds=1), tz).date()
+__all__ = [
+    "MJML_TEMPLATE",
+    "TEXT_TEMPLATE",
+    "TEXT_WIDTH",
+    "EditionAssembler",
+    "EditionView",
+    "Renderer",
+    "assembly_reason",
+    "clear_cache",
+    "credit",
+    "host",
+    "render_edition",
+    "wrap",
+]
 
 
 class Renderer:
@@ -140,9 +79,9 @@ class Renderer:
         }
         self._html_env = jinja2.Environment(autoescape=True, **common)
         self._text_env = jinja2.Environment(autoescape=False, keep_trailing_newline=True, **common)
-        filters = _filters(config)
-        self._html_env.filters.update(filters)
-        self._text_env.filters.update(filters)
+        template_filters = filters(config)
+        self._html_env.filters.update(template_filters)
+        self._text_env.filters.update(template_filters)
         self._mjml_template = self._load(self._html_env, MJML_TEMPLATE)
         self._text_template = self._load(self._text_env, TEXT_TEMPLATE)
         self._contents_template = self._load(self._html_env, CONTENTS_TEMPLATE)
@@ -174,7 +113,7 @@ class Renderer:
         context = self._context(edition, web=web)
         source = self._run(self._mjml_template, context, MJML_TEMPLATE)
         html = self._compile(source)
-        text = _tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
+        text = tidy_text(self._run(self._text_template, context, TEXT_TEMPLATE))
         return RenderedEdition(
             subject=context["subject"],
             preheader=context["preheader"],
@@ -312,9 +251,9 @@ class _ShortRenders:
                 if hit is not None:
                     return hit
         except TypeError:  # an unhashable value: no caching for this edition
-            return _one_line(self.renderer._run(template, context, name))
+            return one_line(self.renderer._run(template, context, name))
         recorder = _ReadRecorder(view)
-        text = _one_line(self.renderer._run(template, {**context, "edition": recorder}, name))
+        text = one_line(self.renderer._run(template, {**context, "edition": recorder}, name))
         names = tuple(dict.fromkeys(recorder.read))
         try:
             key = (extra, tuple([getattr(view, n) for n in names]))
@@ -325,10 +264,9 @@ class _ShortRenders:
         if found is None:
             found = {}
             tables.append((names, found))
-        table = found
-        if len(table) >= self.MAX:
-            table.clear()
-        table[key] = text
+        if len(found) >= self.MAX:
+            found.clear()
+        found[key] = text
         return text
 
 
@@ -408,266 +346,13 @@ def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
         template.environment, template.name, template.blocks, {**base, **context}, True, base
     )
     try:
-        text: str = template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined,unused-ignore]
-        return text
+        return template.environment.concat(template.root_render_func(ctx))  # type: ignore[attr-defined,unused-ignore]
     except Exception:
         template.environment.handle_exception()
     raise AssertionError("unreachable")  # handle_exception always raises
 
 
 _TEMPLATE_GLOBALS: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-# -- assembling editions from pieces ------------------------------------------------------------
-
-# Plain letters and digits: they pass Jinja's escaping and MJML unchanged.
-_SUBJECT_TOKEN = "QzDigestSubjectQz"
-_PREHEADER_TOKEN = "QzDigestPreheaderQz"
-_CATEGORIES_TOKEN = "QzDigestCategoriesQz"
-_CONTENTS_TOKEN = "QzDigestContentsQz"  # "In this issue": HTML that MJML copies through as it is
-_TOKENS = re.compile(f"({_SUBJECT_TOKEN}|{_PREHEADER_TOKEN}|{_CATEGORIES_TOKEN}|{_CONTENTS_TOKEN})")
-
-
-class _Skeleton:
-    """The HTML of an edition without its sections, split where the sections go."""
-
-    __slots__ = ("head", "head_parts", "tail", "tail_parts", "text_head", "text_head_tidy", "verified")
-
-    def __init__(self, head: str, tail: str) -> None:
-        self.head = head
-        self.tail = tail
-        # Split at the tokens once, so each set fills them with one join instead of six scans.
-        self.head_parts = _TOKENS.split(head)
-        self.tail_parts = _TOKENS.split(tail)
-        self.text_head: str | None = None  # the plain-text part before its sections
-        self.text_head_tidy: str | None = None  # the same, trailing spaces stripped (if whole lines)
-        self.verified = False
-
-
-class EditionAssembler:
-    """Many editions of one window, one per category set, without an MJML compile for each.
-
-    A send renders one edition per distinct category set: 4,095 of them for 12 categories. Most of
-    an edition's HTML is its sections, and a section (its name and items) recurs in many sets, so
-    each distinct section is compiled once and kept; what differs per set (subject, preheader, the
-    post count, the category names in the footer) is compiled once per post count with tokens in
-    place of the text, and the text is put in, escaped as Jinja escapes it (MJML copies text
-    through unchanged). The plain-text part is assembled the same way from each section's text
-    and this set's header and footer (rendered without sections: a short Jinja pass).
-
-    Correctness does not rest on the template's shape: a section's HTML is found by comparing
-    the compiled skeleton with and without it, and the first edition assembled for each skeleton
-    is compared with a direct ``Renderer.render``; any difference (a template that uses the
-    category names in logic, say) makes that skeleton, or all of them, fall back to direct
-    rendering. ``compiles``, ``direct`` and ``assembled`` count what happened.
-    """
-
-    def __init__(self, renderer: Renderer) -> None:
-        self.renderer = renderer
-        self._skeletons: dict[tuple[Any, ...], _Skeleton | None] = {}
-        self._sections: dict[tuple[str, tuple[int, ...]], str | None] = {}
-        self._alive: dict[tuple[str, tuple[int, ...]], tuple[Item, ...]] = {}
-        # a section's text, and the same tidied when it is whole lines
-        self._text_sections: dict[tuple[str, tuple[int, ...]], tuple[str, str | None] | None] = {}
-        self.compiles = 0
-        self.assembled = 0
-        self.direct = 0
-
-    def render(self, edition: Edition) -> RenderedEdition:
-        """The same RenderedEdition as ``Renderer.render(edition)``."""
-        r = self.renderer
-        context = r._context(edition)  # raises EmptyEditionError like render()
-        view: EditionView = context["edition"]
-        key = (
-            edition.id,
-            view.window_start,
-            view.window_end,
-            view.post_count,
-            bool(view.categories),
-            bool(context["contents"]),
-            bool(context["contents_text"]),
-        )
-        skeleton = self._skeletons.get(key, ...)
-        if skeleton is ...:
-            skeleton = self._skeletons[key] = self._skeleton(context)
-        html = None
-        if skeleton is not None:
-            html = self._assemble(skeleton, context, view)
-        if html is None or skeleton is None:
-            self.direct += 1
-            return r.render(edition)
-        text = self._text(skeleton, context, view)
-        rendered = RenderedEdition(
-            subject=context["subject"],
-            preheader=context["preheader"],
-            html=html,
-            text=text,
-            warnings=r._warnings(_utf8_size(html, self.renderer.config.edition.clip_warning_bytes)),
-        )
-        if not skeleton.verified:  # the first edition of each skeleton is checked against render()
-            direct = r.render(edition)
-            if direct != rendered:
-                self._skeletons[key] = None
-                self.direct += 1
-                return direct
-            skeleton.verified = True
-        self.assembled += 1
-        return rendered
-
-    def _assemble(self, skeleton: _Skeleton, context: dict[str, Any], view: EditionView) -> str | None:
-        values = {
-            _SUBJECT_TOKEN: str(escape(context["subject"])),
-            _PREHEADER_TOKEN: str(escape(context["preheader"])),
-            _CATEGORIES_TOKEN: str(escape(", ".join(view.categories))),
-            _CONTENTS_TOKEN: str(context["contents"]),
-        }
-        parts = [values.get(part, part) for part in skeleton.head_parts]
-        for section in view.sections:
-            piece = self._section(skeleton, section, context)
-            if piece is None:
-                return None
-            parts.append(piece)
-        parts.extend([values.get(part, part) for part in skeleton.tail_parts])
-        return "".join(parts)
-
-    def _text(self, skeleton: _Skeleton, context: dict[str, Any], view: EditionView) -> str:
-        """The plain-text part: this set's text without sections (header and footer, a short
-        Jinja pass) with each section's text, rendered once per section, put in between.
-
-        When the pieces meet at line starts, each is tidied (trailing spaces) once, when it is
-        made, and only the join is tidied per set: the same text as tidying the whole part.
-        """
-        r = self.renderer
-        bare = self._text_view(context, ())
-        head = skeleton.text_head
-        if head is None:
-            with_one = self._text_view(context, view.sections[:1])
-            cut = _common_prefix(bare, with_one)
-            head = skeleton.text_head = bare[:cut]
-            skeleton.text_head_tidy = _strip_lines(head) if head.endswith("\n") else None
-        if not bare.startswith(head):  # a template whose text header differs per set
-            return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
-        tail = bare[len(head) :]
-        parts = [head]
-        tidy_parts = [skeleton.text_head_tidy]
-        for section in view.sections:
-            key = self._key(section)
-            piece = self._text_sections.get(key, ...)
-            if piece is ...:
-                raw = self._text_view(context, (section,))
-                ok = raw.startswith(head) and raw.endswith(tail) and len(head) + len(tail) <= len(raw)
-                text = raw[len(head) : len(raw) - len(tail)] if ok else None
-                tidy = _strip_lines(text) if text is not None and text.endswith("\n") else None
-                piece = self._text_sections[key] = None if text is None else (text, tidy)
-            if piece is None:
-                return _tidy_text(r._run(r._text_template, context, TEXT_TEMPLATE))
-            parts.append(piece[0])
-            tidy_parts.append(piece[1])
-        if None in tidy_parts:  # a piece that ends mid-line: tidy the whole part
-            text = _tidy_text("".join(parts) + tail)
-        else:
-            tidy_parts.append(_strip_lines(tail))
-            text = _collapse_blank_lines("".join(tidy_parts))  # type: ignore[arg-type]
-        contents = context["contents_text"]
-        if not contents:
-            return text
-        # This set's "In this issue" goes where its token is. Tidying is line by line, so when the
-        # token stands alone on its lines and the tidied list has no blank-line runs at its edges,
-        # putting it into the tidied text equals tidying the text with it (else: tidy it all).
-        tidy = _strip_lines(contents)
-        alone = text.count(f"\n{_CONTENTS_TOKEN}\n") == text.count(_CONTENTS_TOKEN)
-        if alone and "\n\n\n" not in tidy and not tidy.startswith("\n") and not tidy.endswith("\n"):
-            return text.replace(_CONTENTS_TOKEN, tidy)
-        return _tidy_text(("".join(parts) + tail).replace(_CONTENTS_TOKEN, contents))
-
-    def _key(self, section: Section) -> tuple[str, tuple[int, ...]]:
-        """A section's cache key: its name and its items' identities.
-
-        A send's items are the same objects set after set (its plan's ``pipeline.ItemCache``), and hashing
-        them by value (every field, long leads included) was a tenth of an assembled render.
-        The items are kept alive here, so an identity cannot be reused by other items.
-        """
-        key = (section.name, tuple(map(id, section.items)))
-        if key not in self._alive:
-            self._alive[key] = section.items
-        return key
-
-    def _text_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
-        r = self.renderer
-        view = context["edition"].copy()
-        view.sections = sections
-        contents = _CONTENTS_TOKEN if context["contents_text"] else ""
-        return r._run(
-            r._text_template, {**context, "edition": view, "contents_text": contents}, TEXT_TEMPLATE
-        )
-
-    def _compile_view(self, context: dict[str, Any], sections: tuple[Section, ...]) -> str:
-        """The HTML of the edition with only ``sections``, tokens in place of per-set text."""
-        r = self.renderer
-        view: EditionView = context["edition"]
-        tokened = view.copy()
-        tokened.sections = sections
-        tokened.categories = (_CATEGORIES_TOKEN,) if view.categories else ()
-        ctx = {
-            **context,
-            "edition": tokened,
-            "subject": _SUBJECT_TOKEN,
-            "preheader": _PREHEADER_TOKEN,
-            "contents": Markup(_CONTENTS_TOKEN) if context["contents"] else Markup(""),
-        }
-        self.compiles += 1
-        return r._compile(r._run(r._mjml_template, ctx, MJML_TEMPLATE))
-
-    def _skeleton(self, context: dict[str, Any]) -> _Skeleton | None:
-        bare = self._compile_view(context, ())
-        # Where sections go: the point where bare and a one-section edition start to differ.
-        probe = context["edition"].sections[:1]
-        with_one = self._compile_view(context, probe)
-        cut = _common_prefix(bare, with_one)
-        tail = bare[cut:]
-        if not with_one.endswith(tail):
-            return None
-        skeleton = _Skeleton(bare[:cut], tail)
-        self._sections[self._key(probe[0])] = with_one[cut : len(with_one) - len(tail)]
-        return skeleton
-
-    def _section(self, skeleton: _Skeleton, section: Section, context: dict[str, Any]) -> str | None:
-        key = self._key(section)
-        piece = self._sections.get(key, ...)
-        if piece is ...:
-            html = self._compile_view(context, (section,))
-            # The skeleton's text is the same for every post count apart from the count itself,
-            # so a section compiled under any skeleton fits every skeleton; checked here.
-            bare_head, bare_tail = _head_and_tail(html, skeleton)
-            piece = None if bare_head is None else html[len(bare_head) : len(html) - len(bare_tail)]
-            self._sections[key] = piece
-        return piece
-
-
-def _utf8_size(text: str, limit: int) -> int:
-    """The UTF-8 size of ``text``, or a size under ``limit`` when it is surely under (no encode)."""
-    if len(text) * 4 < limit:  # at most 4 bytes a character
-        return len(text)
-    return len(text.encode("utf-8"))
-
-
-def _common_prefix(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    lo, hi = 0, n
-    while lo < hi:  # binary search on slices: C-speed comparisons, not a Python loop per char
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _head_and_tail(html: str, skeleton: _Skeleton) -> tuple[str | None, str]:
-    fits = len(skeleton.head) + len(skeleton.tail) <= len(html)
-    if fits and html.startswith(skeleton.head) and html.endswith(skeleton.tail):
-        return skeleton.head, skeleton.tail
-    return None, ""
 
 
 # -- the module-level entry point -------------------------------------------------------------
@@ -689,152 +374,18 @@ def render_edition(edition: Edition, config: Config) -> RenderedEdition:
     return renderer.render(edition)
 
 
+def assembly_reason(edition: Edition, config: Config) -> str | None:
+    """Why a send would render this config's templates in full for every category set (None:
+    it assembles them from pieces). For the preview's checks; see templates/README.md."""
+    assembler = EditionAssembler(Renderer(config))
+    assembler._plan(assembler.renderer._context(edition))
+    return assembler.reason
+
+
 def clear_cache() -> None:
     """Forget cached renderers, e.g. after the templates on disk changed."""
     with _renderers_lock:
         _renderers.clear()
-
-
-# -- filters -----------------------------------------------------------------------------------
-
-
-def _filters(config: Config) -> dict[str, Any]:
-    tz = config.tz
-    english = config.site.language.split("-")[0].lower() == "en"
-
-    def day(value: date) -> str:
-        if english:
-            return f"{value.day} {_MONTHS[value.month - 1]} {value.year}"
-        return value.isoformat()
-
-    def date_filter(value: datetime | date) -> str:
-        """A post's date as readers of the site expect it: in the site's timezone."""
-        return day(_local(value, tz).date() if isinstance(value, datetime) else value)
-
-    def isodate(value: datetime | date) -> str:
-        return (_local(value, tz).date() if isinstance(value, datetime) else value).isoformat()
-
-    @functools.lru_cache(maxsize=64)  # one window per send, asked once per category set
-    def daterange(start: datetime, end: datetime) -> str:
-        """The window as days: "1–7 January 2026"; ``end`` is exclusive."""
-        first = _local(start, tz).date()
-        last = _local(end - timedelta(microseconds=1), tz).date()
-        if last <= first:
-            return day(first)
-        if not english:
-            return f"{first.isoformat()} – {last.isoformat()}"
-        if (first.year, first.month) == (last.year, last.month):
-            return f"{first.day}–{day(last)}"
-        if first.year == last.year:
-            return f"{first.day} {_MONTHS[first.month - 1]} – {day(last)}"
-        return f"{day(first)} – {day(last)}"
-
-    return {
-        "credit": credit,
-        "date": date_filter,
-        "isodate": isodate,
-        "localtime": lambda value: _local(value, tz),
-        "daterange": daterange,
-        "host": host,
-        "typeset": typeset,
-        "nowidow": nowidow,
-        # Memoised: a send renders the same leads into thousands of category sets.
-        "wrap": functools.lru_cache(maxsize=4096)(wrap),
-    }
-
-
-@jinja2.pass_eval_context
-def credit(context: jinja2.nodes.EvalContext, item: Item, prefix: str = "") -> str:
-    """``prefix`` + the source a post retells, linked in HTML; "" when the post has none.
-
-    A filter rather than a macro: it runs for every item, and a macro call costs ten times more.
-    """
-    url, site = item.source_url, item.source_site
-    if url and not url.startswith(("https://", "http://")):
-        url = None  # front matter is not trusted to supply a javascript: or relative link
-    if not url and not site:
-        return ""
-    name = site or host(url or "")
-    if not context.autoescape:
-        return f"{prefix}{name} <{url}>" if url else f"{prefix}{name}"
-    if url:
-        return Markup('{}<a href="{}">{}</a>').format(prefix, url, name)
-    return Markup("{}{}").format(prefix, name)
-
-
-def host(url: str) -> str:
-    """``https://www.ft.com/content/x`` -> ``ft.com``: a short, readable credit for a link."""
-    netloc = urlsplit(url).netloc or url
-    return netloc.removeprefix("www.")
-
-
-def wrap(text: str, width: int = TEXT_WIDTH, indent: str = "", first: str | None = None) -> str:
-    """Wrap each paragraph of plain text; URLs and long words are never broken.
-
-    A regular expression does the greedy fill (textwrap.fill is about ten times slower, and
-    the text part wraps every lead of every edition): the longest run of at most ``width``
-    characters that ends before a space, else a whole word that is longer than that.
-    """
-    first = indent if first is None else first
-    pattern = _LINE_PATTERNS.get(width)
-    if pattern is None:
-        pattern = _LINE_PATTERNS[width] = re.compile(rf"(.{{1,{width}}}|\S+)(?: +|$)")
-    out: list[str] = []
-    # A no-break space (digest.typeset) holds two words together on a line, then reads as a space.
-    for paragraph in _PARAGRAPH_BREAK.split(str(text).strip().replace("\u00a0", "\x00")):
-        flat = " ".join(paragraph.split())
-        if not flat:
-            continue
-        if not indent and not first:
-            out.append("\n".join(pattern.findall(flat)))
-            continue
-        lines: list[str] = []
-        line = first + flat.split(" ", 1)[0]
-        for word in flat.split(" ")[1:]:
-            if len(line) + 1 + len(word) <= width:
-                line += " " + word
-            else:
-                lines.append(line)
-                line = indent + word
-        lines.append(line)
-        out.append("\n".join(lines))
-    return "\n\n".join(out).replace("\x00", " ")
-
-
-_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
-_LINE_PATTERNS: dict[int, re.Pattern[str]] = {}
-
-
-# -- small helpers -----------------------------------------------------------------------------
-
-
-def _local(value: datetime, tz: tzinfo) -> datetime:
-    return value.replace(tzinfo=tz) if value.tzinfo is None else value.astimezone(tz)
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split())
-
-
-def _tidy_text(text: str) -> str:
-    """No trailing spaces, at most one blank line in a row, one newline at the end.
-
-    Lets the text template be laid out for reading rather than for exact whitespace.
-    (Line by line and str.replace: a regular expression over the whole part is slower.)
-    """
-    return _collapse_blank_lines(_strip_lines(text))
-
-
-def _strip_lines(text: str) -> str:
-    """Trailing whitespace off every line."""
-    return "\n".join(line.rstrip() for line in text.split("\n"))
-
-
-def _collapse_blank_lines(text: str) -> str:
-    """At most one blank line in a row, one newline at the end."""
-    while "\n\n\n" in text:
-        text = text.replace("\n\n\n", "\n\n")
-    return text.strip("\n") + "\n"
 
 
 def _empty_message(edition: Edition, view: EditionView) -> str:

@@ -177,7 +177,7 @@ def wait_for(predicate: Any, timeout: float = 15.0) -> bool:
 
 
 def test_serve_pushes_a_new_version_when_a_post_changes(preview_site, preview_servers):
-    proc, url = preview_servers.start()
+    proc, url = preview_servers.start("--out", str(preview_site.out))  # --out: save every build
     page = httpx.get(url + "/").text
     assert 'id="subject">Test Brief: 4 new posts<' in page
     events: list[str] = []
@@ -194,7 +194,7 @@ def test_serve_pushes_a_new_version_when_a_post_changes(preview_site, preview_se
     state = httpx.get(url + "/state").json()
     assert state["token"] == events[-1] and "2026-01-08-chips.md" in state["last_change"]
     assert 'id="subject">Test Brief: 5 new posts<' in httpx.get(url + "/").text
-    # every build writes the manifest beside the HTML
+    # with --out, every build writes the manifest beside the HTML
     manifest = json.loads((preview_site.out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["post_count"] == 5 and (preview_site.out / "digest.html").exists()
 

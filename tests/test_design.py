@@ -290,7 +290,7 @@ def test_assembled_editions_match_direct_renders_whatever_the_contents(tmp_path:
         assembler = renderer.assembler()
         for ed in order:
             assert assembler.render(ed) == renderer.render(ed), ed.categories
-        assert assembler.direct == 0
+        assert assembler.direct <= 2  # each frame's first set is rendered directly (fidelity)
 
 
 def test_size_budget_with_images(tmp_path: Path) -> None:

@@ -53,7 +53,14 @@ def client_for(site: Any, **overrides: Any) -> TestClient:
         watch=False,
         **overrides,
     )
-    return TestClient(create_app(settings))
+    return TestClient(create_app(settings), base_url="http://127.0.0.1:8025")
+
+
+def token_of(client: TestClient) -> str:
+    """The page's form token, as the editor's browser has it."""
+    match = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text)
+    assert match, "the page carries its form token"
+    return match.group(1)
 
 
 # -- in-process ---------------------------------------------------------------------------------
@@ -76,9 +83,23 @@ def test_page_shows_inbox_row_both_widths_text_and_checks(preview_site):
         assert f'value="{name}"' in html  # the category picker lists config categories
 
 
-def test_every_build_writes_html_text_and_manifest_side_by_side(preview_site):
+def test_viewing_writes_nothing(preview_site):
+    """Issue 14: every page view used to overwrite build/ (even for a category that does not exist)."""
+    out = preview_site.out
     with client_for(preview_site) as client:
-        client.get("/?c=Tech")
+        for url in ("/", "/?c=Tech", "/?c=Nonexistent", "/frame?c=Tech", "/text?c=News", "/manifest.json"):
+            assert client.get(url).status_code in (200, 409)
+    assert not (out / "digest.html").exists() and not (out / "manifest.json").exists()
+
+
+def test_save_writes_html_text_and_manifest_side_by_side(preview_site):
+    with client_for(preview_site) as client:
+        token = token_of(client)
+        response = client.post(
+            "/save", data={"csrf_token": token, "c": ["Tech"], "as_of": ""}, follow_redirects=False
+        )
+        assert response.status_code == 303
+        assert "Saved digest.html, digest.txt, manifest.json" in client.get(response.headers["location"]).text
         served = client.get("/manifest.json?c=Tech").json()
     out = preview_site.out
     assert (out / "digest.html").read_text(encoding="utf-8").startswith("<!doctype html>")
@@ -89,6 +110,67 @@ def test_every_build_writes_html_text_and_manifest_side_by_side(preview_site):
     post = written["sections"][0]["posts"][0]
     assert post["path"] == "2026-01-06-compiler.md" and len(post["content_hash"]) == 64
     assert written["counts"] == {"(all)": 4, "News": 2, "Tech": 1, "Data Science": 1}
+    html = (out / "digest.html").read_text(encoding="utf-8")
+    text = (out / "digest.txt").read_text(encoding="utf-8")
+    assert "__DIGEST_" not in html and "__DIGEST_" not in text  # issue 14: no raw placeholders
+    assert "/unsubscribe/each-reader-gets-their-own-link" in html and "/preferences/each-reader" in text
+
+
+def test_out_saves_every_build_as_asked(preview_site, tmp_path):
+    with client_for(preview_site, out_dir=tmp_path / "every") as client:
+        client.get("/?c=Tech")
+    assert (tmp_path / "every" / "digest.html").exists() and (tmp_path / "every" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("route", ["/send-test", "/save"])
+def test_state_changing_routes_need_the_token_and_the_same_origin(preview_site, route):
+    form = {"address": "editor@example.com", "c": ["Tech"]}
+    with client_for(preview_site) as client:
+        token = token_of(client)
+        no_token = client.post(route, data=form, follow_redirects=False)
+        wrong = client.post(route, data={**form, "csrf_token": "x" * 32}, follow_redirects=False)
+        foreign = client.post(
+            route,
+            data={**form, "csrf_token": token},
+            headers={"Origin": "https://evil.example"},
+            follow_redirects=False,
+        )
+        cross = client.post(
+            route,
+            data={**form, "csrf_token": token},
+            headers={"Sec-Fetch-Site": "cross-site"},
+            follow_redirects=False,
+        )
+        own = client.post(
+            route,
+            data={**form, "csrf_token": token},
+            headers={"Origin": "http://127.0.0.1:8025"},
+            follow_redirects=False,
+        )
+    assert [r.status_code for r in (no_token, wrong, foreign, cross)] == [403, 403, 403, 403]
+    assert "token" in no_token.text and "evil.example" in foreign.text
+    assert own.status_code == 303
+    sent = preview_site.out / "outbox"
+    saved = preview_site.out / "manifest.json"
+    assert (sent.exists() and len(list(sent.glob("*.eml"))) == 1) if route == "/send-test" else saved.exists()
+
+
+def test_the_page_answers_only_to_its_own_host_names(preview_site):
+    """A site that rebinds its name to 127.0.0.1 sends its own Host: no page, so no token."""
+    with client_for(preview_site) as client:
+        assert client.get("/", headers={"Host": "attacker.example:8025"}).status_code == 400
+        assert client.get("/", headers={"Host": "localhost:8025"}).status_code == 200
+
+
+def test_the_frames_and_text_show_links_not_placeholders(preview_site):
+    with client_for(preview_site) as client:
+        frame = client.get("/frame?c=Tech").text
+        text = client.get("/text?c=Tech").text
+        page = client.get("/?c=Tech").text
+    for body in (frame, text, page):
+        assert "__DIGEST_" not in body
+    assert "each-reader-gets-their-own-link" in frame and "each-reader-gets-their-own-link" in text
+    assert "each reader gets their own signed preference and unsubscribe links" in page
 
 
 def test_picking_categories_changes_the_sections(preview_site):
@@ -193,7 +275,12 @@ def test_send_test_goes_through_the_outbox(preview_site):
     with client_for(preview_site) as client:
         response = client.post(
             "/send-test",
-            data={"address": "editor@example.com", "c": ["Tech"], "as_of": ""},
+            data={
+                "address": "editor@example.com",
+                "c": ["Tech"],
+                "as_of": "",
+                "csrf_token": token_of(client),
+            },
             follow_redirects=False,
         )
         assert response.status_code == 303
@@ -215,7 +302,9 @@ def test_send_test_goes_through_the_outbox(preview_site):
 
 def test_send_test_refuses_a_bad_address(preview_site):
     with client_for(preview_site) as client:
-        page = client.post("/send-test", data={"address": "not an address"}).text
+        page = client.post(
+            "/send-test", data={"address": "not an address", "csrf_token": token_of(client)}
+        ).text
     assert 'class="flash error"' in page and "not an email address" in page
     assert not (preview_site.out / "outbox").exists()
 
@@ -413,7 +502,7 @@ def test_send_test_with_a_posts_override_sends_what_the_page_shows(preview_site,
     shutil.copy(preview_site.posts / "2026-01-07-notebooks.md", other)
     with client_for(preview_site, posts_dir=other) as client:
         assert 'id="subject">Test Brief: 1 new post<' in client.get("/").text
-        client.post("/send-test", data={"address": "editor@example.com"})
+        client.post("/send-test", data={"address": "editor@example.com", "csrf_token": token_of(client)})
     (message,) = read_outbox(preview_site.out / "outbox")
     assert message["Subject"] == "[TEST] Test Brief: 1 new post"
     assert message["List-Unsubscribe"].startswith("<http")

@@ -147,7 +147,14 @@ def renderer(config: Config) -> Renderer:
 
 @pytest.fixture
 def golden(renderer: Renderer) -> RenderedEdition:
-    return renderer.render(golden_edition())
+    """The golden edition as a send makes it: through EditionAssembler, after a warm-up set."""
+    assembler = renderer.assembler()
+    edition = golden_edition()
+    assembler.render(edition)  # a frame seen once is rendered directly; the second is assembled
+    rendered = assembler.render(edition)
+    assert assembler.assembled == 1 and assembler.reason is None
+    assert rendered == renderer.render(edition)
+    return rendered
 
 
 # -- golden files ------------------------------------------------------------------------------
@@ -503,8 +510,11 @@ def test_assembler_matches_render_for_every_category_set(tmp_path: Path) -> None
     editions.append(golden_edition())
     for edition in editions * 2:  # the second round comes from the caches
         assert assembler.render(edition) == renderer.render(edition)
-    assert assembler.direct == 0
-    assert assembler.assembled == 2 * len(editions)
+    # Only the first set of each frame is rendered directly, and the shipped template has few
+    # frames: it prints the post count and the categories (tokens) and tests only a few things
+    # about them (whether there are categories, whether "In this issue" has anything).
+    assert assembler.direct <= 3
+    assert assembler.assembled == 2 * len(editions) - assembler.direct
     with pytest.raises(EmptyEditionError):
         assembler.render(make_edition(categories=("Europe",)))
 

@@ -135,7 +135,7 @@ def preview_command(
     out = Path(out_dir) if out_dir else config.path(config.edition.output)
     data = edition_manifest(config, edition, rendered, loaded, as_of=moment)
     try:
-        write_outputs(out, rendered, data)
+        write_outputs(out, rendered, data, config=config)
     except OSError as exc:
         raise click.ClickException(
             f"cannot write the preview to {out} ({exc.strerror or exc}); choose a folder you can write to with --out."
@@ -201,6 +201,7 @@ def _serve(
         out_dir=out_dir,
         categories=tuple(categories),
         against=against,
+        host=host,
     )
     listener = open_listener(host, port)  # a busy port is one line with a hint, not uvicorn's log
     port = bound_port(listener)

@@ -1,6 +1,10 @@
 """The preview page: a small Starlette app on 127.0.0.1 that shows the coming edition and reloads itself.
 
-One process, one editor. Builds run in a worker thread and are cached for a few seconds per
+One process, one editor. It writes nothing unless asked: the page's Save button (or ``--out``,
+which saves every build) writes digest.html, digest.txt and manifest.json. The routes that
+change something (Save, Send test) take the page's token and refuse a request from another
+origin, and every route answers only to the host names it listens on (no DNS rebinding).
+Builds run in a worker thread and are cached for a few seconds per
 (version, category set, as-of), so the page and its two iframes cost one build. A watchfiles
 task watches the posts folder, the templates and config.toml; each change bumps a version that
 is pushed to the open pages over Server-Sent Events, and the page reloads itself (the only
@@ -27,6 +31,8 @@ from urllib.parse import urlencode
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -42,7 +48,16 @@ from starlette.staticfiles import StaticFiles
 from digest.config import BUILTIN_TEMPLATES, Config, load_config
 from digest.errors import DigestError
 from digest.preview import actions
-from digest.preview.build import PreviewBuild, Problem, build_preview, frame_html, problem_from
+from digest.preview.build import (
+    PreviewBuild,
+    Problem,
+    build_preview,
+    example_links,
+    frame_html,
+    problem_from,
+    with_links,
+    write_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +76,12 @@ class PreviewSettings:
     config_path: Path | None = None  # the file to reload when it changes (None: built-in defaults)
     posts_dir: Path | None = None  # --posts; None: the config's posts.folder
     as_of: str | None = None  # --as-of, fixed; None: now, at every build
-    out_dir: Path | None = None  # where each build writes digest.html, digest.txt, manifest.json
+    out_dir: Path | None = None  # --out: every build is saved there; None: only the Save button saves
     categories: tuple[str, ...] = ()  # the category set the page opens with
     against: Path | None = None  # --against: a manifest the page compares every build with
     watch: bool = True
     debounce_ms: int = 300  # how long watchfiles gathers a burst of changes (an editor's save)
+    host: str = "127.0.0.1"  # --host: the page answers to this name and the loopback names only
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,7 @@ class PreviewServer:
     config_problem: Problem | None = None
     version: int = 0
     boot: str = field(default_factory=lambda: secrets.token_hex(4))
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))  # the forms' token
     last_change: str = ""
 
     def __post_init__(self) -> None:
@@ -169,7 +186,7 @@ class PreviewServer:
             as_of=moment,
             categories=selection.categories,
             posts_dir=self.settings.posts_dir,
-            out_dir=self.settings.out_dir or config.path(config.edition.output),
+            out_dir=self.settings.out_dir,  # None: nothing written unless the editor saves
         )
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < CACHE_SECONDS}
@@ -216,6 +233,10 @@ class PreviewServer:
             if resolved.is_dir() and resolved not in unique:
                 unique.append(resolved)
         return unique
+
+    def save_dir(self) -> Path:
+        """Where the Save button writes: --out, else the config's edition.output."""
+        return self.settings.out_dir or self.config.path(self.config.edition.output)
 
     def _ignored(self) -> list[Path]:
         config = self.config
@@ -380,6 +401,9 @@ def create_app(settings: PreviewSettings) -> Starlette:
             diff=diff,
             widths=FRAME_WIDTHS,
             checked={c.casefold() for c in selection.categories},
+            text_part=with_links(build.rendered.text, example_links(server.config, selection.email))
+            if build.rendered
+            else "",
             now=time.time(),
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -390,13 +414,17 @@ def create_app(settings: PreviewSettings) -> Starlette:
         if build.rendered is None:
             message = build.problem.text if build.problem else "Nothing to show."
             return HTMLResponse(_frame_message(message), headers={"Cache-Control": "no-store"})
-        html = frame_html(build.rendered.html, scheme=selection.scheme, base_url=server.config.web.base_url)
+        links = example_links(server.config, selection.email)
+        html = frame_html(build.rendered.html, scheme=selection.scheme, links=links)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     async def text(request: Request) -> Response:
         selection = await run_in_threadpool(server.selection, request.query_params)
         build = await run_in_threadpool(server.build, selection)
-        body = build.rendered.text if build.rendered else (build.problem.text if build.problem else "")
+        if build.rendered is not None:
+            body = with_links(build.rendered.text, example_links(server.config, selection.email))
+        else:
+            body = build.problem.text if build.problem else ""
         return PlainTextResponse(body, headers={"Cache-Control": "no-store"})
 
     async def manifest(request: Request) -> Response:
@@ -412,8 +440,48 @@ def create_app(settings: PreviewSettings) -> Starlette:
             {"token": server.token, "version": server.version, "last_change": server.last_change}
         )
 
+    async def refused(request: Request, form: Any) -> Response | None:
+        """A 403 for a state-changing request without the page's token or from another origin."""
+        why = _cross_site(request, str(form.get("csrf_token") or ""), server.csrf)
+        if why is None:
+            return None
+        log.warning("preview: refused %s %s (%s)", request.method, request.url.path, why)
+        return PlainTextResponse(
+            f"Refused: {why}. Use the buttons on the preview page itself.", status_code=403
+        )
+
+    async def save(request: Request) -> Response:
+        """Write this selection's digest.html, digest.txt and manifest.json (the Save button)."""
+        form = await request.form()
+        if (denied := await refused(request, form)) is not None:
+            return denied
+        selection = Selection(
+            categories=tuple(str(c) for c in form.getlist("c") if str(c).strip()),
+            as_of=str(form.get("as_of") or ""),
+            scheme=str(form.get("scheme") or "light"),
+        )
+        build = await run_in_threadpool(server.build, selection)
+        out = server.save_dir()
+        if build.manifest is None:
+            key = server.flash(
+                "error", "Nothing saved: " + (build.problem.text if build.problem else "no edition.")
+            )
+        else:
+            try:
+                written = await run_in_threadpool(
+                    functools.partial(
+                        write_outputs, out, build.rendered, build.manifest, config=server.config
+                    )
+                )
+                key = server.flash("ok", f"Saved {', '.join(p.name for p in written)} to {out}")
+            except OSError as exc:
+                key = server.flash("error", f"Nothing saved: cannot write to {out} ({exc})")
+        return RedirectResponse("/?" + selection.query(flash=key), status_code=303)
+
     async def send(request: Request) -> Response:
         form = await request.form()
+        if (denied := await refused(request, form)) is not None:
+            return denied
         selection = Selection(
             categories=tuple(str(c) for c in form.getlist("c") if str(c).strip()),
             as_of=str(form.get("as_of") or ""),
@@ -464,12 +532,39 @@ def create_app(settings: PreviewSettings) -> Starlette:
             Route("/state", state),
             Route("/events", server.events),
             Route("/send-test", send, methods=["POST"]),
+            Route("/save", save, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=_allowed_hosts(settings.host))],
     )
     app.state.preview = server
     return app
+
+
+def _allowed_hosts(host: str) -> list[str]:
+    """The Host names the page answers to: the one it listens on and the loopback names.
+
+    A page elsewhere that rebinds its own name to 127.0.0.1 sends its name as the Host, so it
+    gets a 400 instead of the page (and its token). Listening on every address means any name.
+    """
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    return sorted({host.strip("[]"), "127.0.0.1", "localhost", "::1", "[::1]", host})
+
+
+def _cross_site(request: Request, token: str, expected: str) -> str | None:
+    """Why a POST is not the editor's own click on the page, or None (as digest serve's forms)."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return "the request came from another site"
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        if origin != own:
+            return f"the request came from {origin}, not {own}"
+    if not token or not secrets.compare_digest(token, expected):
+        return "the form's token is missing or stale (reload the page)"
+    return None
 
 
 def _against(path: Path | None, build: PreviewBuild) -> Any:

@@ -106,9 +106,9 @@ def build_preview(
             result.problem = Problem("Nothing to send", str(exc))
         result.manifest = edition_manifest(config, edition, result.rendered, loaded, as_of=as_of)
         if out_dir is not None:
-            result.written = write_outputs(out_dir, result.rendered, result.manifest)
+            result.written = write_outputs(out_dir, result.rendered, result.manifest, config=config)
         if checks and result.rendered is not None:
-            result.findings = run_checks(result.rendered, config)
+            result.findings = [*run_checks(result.rendered, config), send_speed(config, edition)]
     except Exception as exc:  # the page shows every failure; the server keeps running
         result.problem = problem_from(exc, config, posts_dir)
     return result
@@ -145,11 +145,43 @@ def edition_manifest(
     return data
 
 
-def write_outputs(out: Path, rendered: RenderedEdition | None, manifest: dict[str, Any]) -> tuple[Path, ...]:
+EXAMPLE_TOKEN = "each-reader-gets-their-own-link"
+
+
+def example_links(config: Config | None, email: str = "") -> dict[str, str]:
+    """What a preview shows where each reader's own signed links go: never the raw placeholders.
+
+    For a subscriber picked by address, their real preference-centre and unsubscribe links (so
+    the preview's footer works as theirs will; the unsubscribe page asks for a click, so
+    following it changes nothing). Otherwise a link on the site that says plainly that each
+    reader gets their own.
+    """
+    base = config.web.base_url.rstrip("/") if config is not None else ""
+    if email and config is not None:
+        from digest.links import LinkMaker
+
+        preferences, unsubscribe = LinkMaker.from_config(config).personal_urls(email)
+    else:
+        preferences = f"{base}/preferences/{EXAMPLE_TOKEN}"
+        unsubscribe = f"{base}/unsubscribe/{EXAMPLE_TOKEN}"
+    return {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe}
+
+
+def with_links(text: str, links: dict[str, str]) -> str:
+    """``text`` with the personal-link placeholders replaced by ``links`` (see example_links)."""
+    for token, url in links.items():
+        text = text.replace(token, url)
+    return text
+
+
+def write_outputs(
+    out: Path, rendered: RenderedEdition | None, manifest: dict[str, Any], *, config: Config | None = None
+) -> tuple[Path, ...]:
     """digest.html, digest.txt and manifest.json side by side, each replaced atomically.
 
     Atomic because the preview server may build while an editor has the files open; with no
-    rendered email (an empty edition) only the manifest is written.
+    rendered email (an empty edition) only the manifest is written. The footer links say that
+    each reader gets their own (example_links), not the sender's placeholders.
     """
     import json
 
@@ -157,7 +189,11 @@ def write_outputs(out: Path, rendered: RenderedEdition | None, manifest: dict[st
     written: list[Path] = []
     files: list[tuple[str, str]] = []
     if rendered is not None:
-        files += [("digest.html", rendered.html), ("digest.txt", rendered.text)]
+        links = example_links(config)
+        files += [
+            ("digest.html", with_links(rendered.html, links)),
+            ("digest.txt", with_links(rendered.text, links)),
+        ]
     files.append(("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"))
     for name, text in files:
         target = out / name
@@ -180,7 +216,24 @@ def run_checks(
     return check_edition(rendered, config, headers=headers)
 
 
-def frame_html(html: str, *, scheme: str = "light", base_url: str = "") -> str:
+def send_speed(config: Config, edition: Edition) -> Finding:
+    """Whether a send assembles these templates from pieces or renders every set in full."""
+    from digest.render import assembly_reason
+
+    reason = assembly_reason(edition, config)
+    if reason is None:
+        return Finding(
+            "ok", "send-speed", "A send assembles this template from pieces (templates/README.md)."
+        )
+    return Finding(
+        "warning",
+        "send-speed",
+        f"A send renders every category set in full, about 5x slower: {reason}.",
+        "Exact either way; templates/README.md says what a template may read to be assembled.",
+    )
+
+
+def frame_html(html: str, *, scheme: str = "light", links: dict[str, str] | None = None) -> str:
     """The email as an iframe shows it: the chosen colour scheme forced, links opening a new tab.
 
     Chromium gives an iframe the OS's prefers-color-scheme, which a page cannot switch, so the
@@ -200,10 +253,7 @@ def frame_html(html: str, *, scheme: str = "light", base_url: str = "") -> str:
     )
     match = _HEAD.search(html)
     html = html[: match.end()] + inject + html[match.end() :] if match else inject + html
-    base = base_url.rstrip("/")
-    return html.replace(PREFERENCES_URL, f"{base}/preferences/PREVIEW").replace(
-        UNSUBSCRIBE_URL, f"{base}/unsubscribe/PREVIEW"
-    )
+    return with_links(html, links if links is not None else example_links(None))
 
 
 def problem_from(exc: BaseException, config: Config, posts_dir: Path | None = None) -> Problem:

@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from digest.send.headers import RAW_HEADERS, set_raw
 from digest.textclean import header_text
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ def build_mime(
     reply_to: str = "",
     date: datetime | None = None,
     message_id: str | None = None,
+    list_id: str = "",
 ) -> EmailMessage:
     """The RFC 5322 message for SMTP and the outbox: text part first, then HTML (clients show the last).
 
@@ -221,7 +223,12 @@ def build_mime(
     for name, value in message.headers.items():
         if name.casefold() in RESERVED_HEADERS:
             continue
-        msg[name] = value
+        if name.casefold() in RAW_HEADERS:  # List-Unsubscribe & co: plain ASCII on the wire
+            set_raw(msg, name, value)
+        else:
+            msg[name] = value
+    if list_id and "List-Id" not in msg:
+        set_raw(msg, "List-Id", list_id)
     if message.categories:
         msg["X-Digest-Categories"] = ", ".join(message.categories)
     if message.custom_args:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from digest.errors import SendError
 from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, build_mime
+from digest.send.headers import list_id
 
 if TYPE_CHECKING:
     from digest.config import Config
@@ -38,6 +39,7 @@ class OutboxSender:
         self.from_email = config.sender.from_email
         self.from_name = config.sender.from_name
         self.reply_to = config.sender.reply_to
+        self.list_id = list_id(config)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -50,7 +52,11 @@ class OutboxSender:
 
     def send_one(self, message: OutgoingMessage) -> str:
         msg = build_mime(
-            message, from_email=self.from_email, from_name=self.from_name, reply_to=self.reply_to
+            message,
+            from_email=self.from_email,
+            from_name=self.from_name,
+            reply_to=self.reply_to,
+            list_id=self.list_id,
         )
         data = msg.as_bytes(policy=policy.SMTP)
         path = self._path_for(message.to)

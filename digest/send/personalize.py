@@ -94,7 +94,7 @@ class PersonalLinks:
         self.base_url = config.web.base_url
         self.secret = secret if secret is not None else load_secret(config)
         self.personal_urls = LinkMaker(self.base_url, Signer(self.secret)).personal_urls
-        self.mailto = unsubscribe_mailto(config)
+        self.mailto = unsubscribe_mailto(config.sender.unsubscribe_mailto)
         self.fields = reader_fields(config)
 
     def recipient(self, sub: Subscriber) -> Recipient:

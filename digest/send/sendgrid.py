@@ -47,7 +47,7 @@ from digest.send.base import (
     OutgoingMessage,
     retry_base_seconds,
 )
-from digest.send.headers import ONE_CLICK, list_unsubscribe
+from digest.send.headers import ONE_CLICK, list_id, list_unsubscribe
 from digest.send.keepalive import ConnectionPool, KeepAliveClient
 from digest.textclean import header_text
 
@@ -88,7 +88,9 @@ class SendGridSender:
         max_retries: int = 5,
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        list_id: str = "",
     ) -> None:
+        self.list_id = list_id  # List-Id (RFC 2919) on every message (digest.send.headers)
         if not api_key:
             raise ConfigError(
                 f"${SENDGRID_KEY_ENV} is not set. Create an API key with the Mail Send permission in "
@@ -119,6 +121,7 @@ class SendGridSender:
             timeout=s.timeout_seconds,
             max_retries=s.max_retries,
             backoff=retry_base_seconds(config),
+            list_id=list_id(config),
         )
 
     def __repr__(self) -> str:  # never show the key
@@ -156,6 +159,8 @@ class SendGridSender:
         if reply_to or self.reply_to:
             body["reply_to"] = {"email": reply_to or self.reply_to}
         global_headers = _check_headers(headers)
+        if self.list_id and not any(k.casefold() == "list-id" for k in global_headers):
+            global_headers["List-Id"] = self.list_id
         if global_headers:
             body["headers"] = global_headers
         cats = list(dict.fromkeys(c[:255] for c in categories if c))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from digest.config import SMTP_PASSWORD_ENV
 from digest.errors import ProviderAuthError, SendError
 from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, build_mime, retry_base_seconds
+from digest.send.headers import list_id
 
 if TYPE_CHECKING:
     from digest.config import Config
@@ -40,6 +41,7 @@ class SMTPSender:
         self.max_retries = s.max_retries
         self.backoff = retry_base_seconds(config)
         self.from_email, self.from_name, self.reply_to = s.from_email, s.from_name, s.reply_to
+        self.list_id = list_id(config)
         self._smtp: smtplib.SMTP | None = None
 
     def _connect(self) -> smtplib.SMTP:
@@ -80,7 +82,11 @@ class SMTPSender:
 
     def send_one(self, message: OutgoingMessage) -> str:
         msg = build_mime(
-            message, from_email=self.from_email, from_name=self.from_name, reply_to=self.reply_to
+            message,
+            from_email=self.from_email,
+            from_name=self.from_name,
+            reply_to=self.reply_to,
+            list_id=self.list_id,
         )
         data = msg.as_bytes(policy=policy.SMTP)
         envelope_from = message.from_email or self.from_email
