@@ -22,7 +22,7 @@ fi
 
 echo "== Python packages"
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --upgrade pip 'setuptools>=77' >/dev/null  # tests/test_wheel.py builds without isolation
 .venv/bin/python -m pip install -q -e '.[test]'
 
 echo "== PostgreSQL"
