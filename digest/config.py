@@ -111,6 +111,9 @@ class SenderConfig:
     timeout_seconds: float = 30.0
     max_retries: int = 5
     retry_base_seconds: float = 1.0  # first backoff delay; doubles per retry, with jitter
+    # An undecided batch (its request went out, no answer came) with no webhook event after this
+    # long is resent by the next run (only when the SendGrid Event Webhook is configured).
+    settle_after_seconds: float = 3600.0
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_security: str = "starttls"  # starttls | ssl | none
@@ -225,6 +228,7 @@ _POSITIVE = {
     ("edition", "lead_min_words"),
     ("sender", "timeout_seconds"),
     ("sender", "retry_base_seconds"),
+    ("sender", "settle_after_seconds"),
     ("web", "confirm_hours"),
 }
 

@@ -9,6 +9,7 @@ lock) -> ``sent`` (every reader looked at), or ``cancelled`` (a scheduled send c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -17,15 +18,16 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.exc import IntegrityError
 
-from digest.errors import SendError
+from digest.errors import LeaseLostError, SendError
 from digest.schedule import EditionRecord, Window
 from digest.store import DatabaseBusyError, Store, editions, utcnow
 
 LOCK_SECONDS = 300
+log = logging.getLogger(__name__)
 
 # Post ids a run decided not to send (edition.backdated = "skip"), kept in the manifest so the
 # next run does not report them again.
@@ -196,54 +198,128 @@ def mark_cancelled(store: Store, edition_id: str) -> None:
 
 
 class EditionLock:
-    """``editions.lock_owner``/``lock_expires`` as a lease: taken with one conditional UPDATE."""
+    """``editions.lock_owner``/``lock_expires`` as a lease, fenced by ``lock_token``.
+
+    One lease is live at a time over the whole site, not per edition: two editions sending at
+    once would each read the ledger of posts received before the other wrote to it (issue 12:
+    pairs sent in both), so a second edition waits for the first (``acquire(wait=...)``). Each
+    acquire bumps ``lock_token``; every batch is recorded in flight only while owner, token and
+    an unexpired lease still match (``digest.send.ledger``, from the posting thread), and a
+    request or rate-limit wait starts only once the lease covers it (``cover``).
+    """
 
     def __init__(self, store: Store, edition_id: str, *, seconds: int = LOCK_SECONDS) -> None:
         self.store = store
         self.edition_id = edition_id
-        self.seconds = seconds
+        self.seconds = float(seconds)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.token = 0
         self._renewed = 0.0
+        self._covered_until = 0.0  # time.monotonic() until which the lease is known to hold
 
-    def acquire(self) -> None:
+    def acquire(self, *, wait: float = 0.0, poll: float = 0.5) -> None:
+        """Take the lease, waiting up to ``wait`` seconds while another edition is being sent.
+
+        Raises SendError at once if another run holds this edition, or if the wait runs out.
+        """
+        deadline = time.monotonic() + wait
+        said = False
+        while True:
+            other = self._try_acquire()
+            if other is None:
+                return
+            if time.monotonic() + poll > deadline:
+                raise SendError(
+                    f"Edition {other} is being sent by another run, and editions go out one at a "
+                    f"time (so no reader gets a post in both). Run the send of {self.edition_id} "
+                    f"again when it is done (`digest status {other}` shows its progress)."
+                )
+            if not said:
+                log.warning("Edition %s is being sent; %s waits for it to finish", other, self.edition_id)
+                said = True
+            time.sleep(poll)
+
+    def _try_acquire(self) -> str | None:
+        """One attempt; None when taken, or the other edition whose live lease blocks it."""
         now = utcnow()
         with self.store.session() as s:
-            row = s.execute(
-                select(editions.c.lock_owner, editions.c.lock_expires).where(editions.c.id == self.edition_id)
-            ).first()
-            stale_owner = (
-                row.lock_owner if row and row.lock_owner and _owner_is_dead(row.lock_owner) else None
-            )
-            free = or_(editions.c.lock_owner.is_(None), editions.c.lock_expires < now)
-            if stale_owner:
-                free = or_(free, editions.c.lock_owner == stale_owner)
+            if self.store.dialect == "postgresql":  # one acquire at a time (SQLite: BEGIN IMMEDIATE)
+                s.execute(text("LOCK TABLE editions IN SHARE ROW EXCLUSIVE MODE"))
+            rows = s.execute(
+                select(editions.c.id, editions.c.lock_owner, editions.c.lock_expires).where(
+                    editions.c.lock_owner.is_not(None)
+                )
+            ).all()
+            mine = next((r for r in rows if r.id == self.edition_id), None)
+            stale = {r.lock_owner for r in rows if _owner_is_dead(r.lock_owner)}
+            live_other = [
+                r.id
+                for r in rows
+                if r.id != self.edition_id and r.lock_expires and r.lock_expires >= now
+                if r.lock_owner not in stale
+            ]
+            held = mine is not None and mine.lock_expires and mine.lock_expires >= now
+            if mine is not None and held and mine.lock_owner not in stale:
+                until = mine.lock_expires.isoformat(timespec="seconds")
+                raise SendError(
+                    f"Edition {self.edition_id} is being sent by another run ({mine.lock_owner}, "
+                    f"lock held until {until}). Wait for it to finish, or run `digest status "
+                    f"{self.edition_id}` to see its progress."
+                )
+            if live_other:
+                return str(live_other[0])
             taken = _changed(
                 s.execute(
                     update(editions)
-                    .where(editions.c.id == self.edition_id, free)
-                    .values(lock_owner=self.owner, lock_expires=now + timedelta(seconds=self.seconds))
+                    .where(editions.c.id == self.edition_id)
+                    .values(
+                        lock_owner=self.owner,
+                        lock_expires=now + timedelta(seconds=self.seconds),
+                        lock_token=editions.c.lock_token + 1,
+                    )
                 )
             )
-        if taken != 1:
-            until = row.lock_expires.isoformat(timespec="seconds") if row and row.lock_expires else "?"
-            raise SendError(
-                f"Edition {self.edition_id} is being sent by another run ({row.lock_owner if row else '?'}, "
-                f"lock held until {until}). Wait for it to finish, or run `digest status "
-                f"{self.edition_id}` to see its progress."
+            if taken != 1:
+                raise SendError(f"Edition {self.edition_id} is not recorded; nothing to lock.")
+            self.token = int(
+                s.execute(select(editions.c.lock_token).where(editions.c.id == self.edition_id)).scalar_one()
             )
         self._renewed = time.monotonic()
+        self._covered_until = self._renewed + self.seconds - 1.0
+        return None
 
     def renew(self, *, force: bool = False) -> None:
-        """Extend the lease (at most every few seconds); raises if another run took it over."""
-        if not force and time.monotonic() - self._renewed < 5:
+        """Extend the lease (at most every few seconds); raises if this run no longer holds it."""
+        if not force and time.monotonic() - self._renewed < min(5.0, self.seconds / 3):
             return
+        self._extend(self.seconds)
+
+    def cover(self, seconds: float) -> None:
+        """Make sure the lease holds for the next ``seconds`` (a request, a rate-limit wait)
+        before it starts; raises LeaseLostError if this run lost it. Thread-safe."""
+        if time.monotonic() + seconds < self._covered_until:
+            return
+        self._extend(max(self.seconds, seconds))
+
+    def covered(self, seconds: float) -> None:
+        """The ledger renewed the lease for ``seconds`` along with a batch (the fence)."""
+        self._covered_until = time.monotonic() + max(self.seconds, seconds) - 1.0
+
+    def _extend(self, seconds: float) -> None:
+        started = time.monotonic()
+        now = utcnow()
         try:
             with self.store.session() as s:
                 ok = _changed(
                     s.execute(
                         update(editions)
-                        .where(editions.c.id == self.edition_id, editions.c.lock_owner == self.owner)
-                        .values(lock_expires=utcnow() + timedelta(seconds=self.seconds))
+                        .where(
+                            editions.c.id == self.edition_id,
+                            editions.c.lock_owner == self.owner,
+                            editions.c.lock_token == self.token,
+                            editions.c.lock_expires > now,
+                        )
+                        .values(lock_expires=now + timedelta(seconds=seconds))
                     )
                 )
         except DatabaseBusyError as exc:  # retryable: say so, and that nothing sent is lost
@@ -252,14 +328,22 @@ class EditionLock:
                 f"sent are recorded; run the same command again to send the rest."
             ) from exc
         if ok != 1:
-            raise SendError(f"Lost the lock on edition {self.edition_id} to another run; stopping.")
-        self._renewed = time.monotonic()
+            raise LeaseLostError(
+                f"Lost the send lock on edition {self.edition_id} (it expired or another run took it "
+                "over); stopping. Nothing more was posted by this run; run the send again."
+            )
+        self._renewed = started
+        self._covered_until = started + seconds - 1.0
 
     def release(self) -> None:
         with self.store.session() as s:
             s.execute(
                 update(editions)
-                .where(editions.c.id == self.edition_id, editions.c.lock_owner == self.owner)
+                .where(
+                    editions.c.id == self.edition_id,
+                    editions.c.lock_owner == self.owner,
+                    editions.c.lock_token == self.token,
+                )
                 .values(lock_owner=None, lock_expires=None)
             )
 
@@ -269,8 +353,10 @@ def _changed(result: Result[Any]) -> int:
     return int(cast("CursorResult[Any]", result).rowcount)
 
 
-def _owner_is_dead(owner: str) -> bool:
+def _owner_is_dead(owner: str | None) -> bool:
     """A lock owner on this host whose process no longer exists (it was killed)."""
+    if not owner:
+        return False
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():

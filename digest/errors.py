@@ -46,3 +46,13 @@ class SendError(DigestError):
 
 class ProviderAuthError(SendError):
     """The provider rejected our credentials (HTTP 401/403): stop at once, nothing will pass."""
+
+
+class UndecidedError(SendError):
+    """The request went out and no answer came (read timeout, reset after the request was
+    written): the provider may have taken it. Never retried blindly; the batch is ``undecided``
+    until the Event Webhook settles it or an operator resends it."""
+
+
+class LeaseLostError(SendError):
+    """This run no longer holds the send lease (another run took it over): nothing more goes out."""

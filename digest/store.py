@@ -164,6 +164,8 @@ editions = Table(
     Column("lock_expires", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False, default=utcnow),
     Column("sent_at", UTCDateTime, nullable=True),
+    # The send lease's fencing token: +1 on every acquire (migration 0005 says why).
+    Column("lock_token", Integer, nullable=False, default=0, server_default="0"),
 )
 
 batches = Table(

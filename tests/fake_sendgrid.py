@@ -862,6 +862,14 @@ class FakeSendGrid:
             with contextlib.suppress(OSError):  # the web app may be down: SendGrid would retry later
                 self.webhook.post(events)
 
+    def post_events_to(self, webhook: EventWebhook, auto_events: tuple[str, ...], delay: float = 0.0) -> None:
+        """Start posting ``auto_events`` to ``webhook`` after each accepted request (a running fake)."""
+        self.webhook, self.auto_events, self.event_delay = webhook, auto_events, delay
+        self.state.on_accept = lambda entries: self._events.put((time.monotonic() + delay, entries))
+        if self._event_thread is None:
+            self._event_thread = threading.Thread(target=self._post_events, daemon=True)
+            self._event_thread.start()
+
     def drain_events(self, timeout: float = 30) -> None:
         """Wait until every queued automatic event has been posted."""
         deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ million-recipient send builds a million of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -162,13 +162,19 @@ class BulkSender(Sender, Protocol):
     """
 
     requests: int  # requests made so far (the summary reports them)
+    # Called before a request or a rate-limit wait with the seconds it may take (the send's
+    # lease must cover them); raises LeaseLostError when it cannot.
+    lease_guard: Callable[[float], None] | None
 
     def prepared_prefix(self, batch: BatchMessage) -> str:
         """The request body up to the personalizations (once per email)."""
         ...
 
-    def prepared_body(self, prefix: str, personalizations: str, count: int) -> str:
-        """A whole request body; raises SendError if it breaks the provider's limits."""
+    def prepared_body(
+        self, prefix: str, personalizations: str, count: int, custom_args: Mapping[str, str] | None = None
+    ) -> str:
+        """A whole request body (``custom_args``: message-level, e.g. the ledger's batch id);
+        raises SendError if it breaks the provider's limits."""
         ...
 
     def post_prepared(self, data: str) -> str:

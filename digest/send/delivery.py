@@ -39,17 +39,24 @@ How a send goes:
    reader at scattered index pages were most of a million-reader send; this is one small row
    per batch.
 
-The crash choice. If the process dies between the provider accepting a batch and the
-transaction that records the answer, the batch stays ``in_flight``. We cannot tell whether the provider took it,
-and SendGrid has no idempotency key to ask with. A rerun therefore **does not resend in-flight
-batches**: it reports them (edition, batch, recipients, since when) and sends to everyone else.
-An unwanted duplicate in many inboxes is worse than one missing digest, which an operator can
-still send after checking the provider's activity feed: ``resend_in_flight=True``
-(``digest send --resend-in-flight``) sends those batches again. At most one batch (1,000
-readers) per crashed run is affected, because a batch is only in flight during its request;
-bodies built but not yet recorded when a run died left no trace and are sent by the next run.
-Retries inside one run (429, 5xx, a refused connection) are safe; a retry after a *timeout* can,
-rarely, duplicate, which is why the timeout is generous (``sender.timeout_seconds``).
+The crash choice. A batch whose answer is unknown (the process died between the request and
+the transaction that records the answer, or the request was written and no answer came: a read
+timeout, a reset) is ``undecided``: the provider may have taken it, and SendGrid has no
+idempotency key to ask with. It is **never resent blindly**; only failures while connecting or
+writing the request are retried. Every request carries ``{"edition", "batch"}`` (the ledger's
+batch id) in ``custom_args``, so the Event Webhook (``digest serve``, ``digest.send.webhook``)
+settles an undecided batch to accepted when any processed/delivered/dropped/deferred/bounce
+event names it; with the webhook configured, a batch with no event after
+``sender.settle_after_seconds`` was not taken, and the next run resends it. Without the
+webhook it stays listed undecided (``digest status``) until an operator checks the provider's
+activity feed and runs ``digest send --resend-in-flight``. An unwanted duplicate in many
+inboxes is worse than one late digest.
+
+The lease is fenced: each acquire bumps ``editions.lock_token``, a batch is recorded in flight
+only while this run's owner, token and an unexpired lease still match (from the posting
+thread, renewing the lease in the same transaction), and no request or rate-limit wait starts
+that the lease does not cover. One lease is live over the whole site, so editions go out one
+at a time and each reads the ledger of posts received after the one before wrote it.
 """
 
 from __future__ import annotations
@@ -88,6 +95,8 @@ log = logging.getLogger(__name__)
 
 # Sends of at least POOL_MIN_READERS build big batches' personalizations in a second process.
 POOL_MIN_READERS = 50_000
+# How long a send waits for another edition's send to finish (editions go out one at a time).
+EDITION_WAIT = 6 * 3600.0
 PAGE = 10_000  # readers read (and checked against the ledger) per query
 # Recipients held back waiting for their group's batch to fill. Readers arrive set by set and each
 # set's batches go at its end, so only many variants of one set (readers who already had some of
@@ -211,7 +220,7 @@ class _Run:
         if self.summary.send_at is not None and self.bulk is None:  # before the lock: nothing to undo
             raise SendError("--send-at needs the sendgrid sender (scheduled sends are a SendGrid feature).")
         lock = editions.EditionLock(self.store, plan.id)
-        lock.acquire()
+        lock.acquire(wait=EDITION_WAIT)  # another edition sending: wait for it (one at a time)
         self.lock = batching.lock = lock  # only now: the run's end writes under the lock, then releases it
         if self.summary.send_at is not None and self.bulk is not None:
             batch_id = editions.sendgrid_batch_id(self.store, plan.id) or self.bulk.new_batch_id()
@@ -221,9 +230,28 @@ class _Run:
         )
 
     def _in_flight(self) -> None:
+        """Batches whose answer is unknown: undecided. With the Event Webhook configured, one
+        with no event after ``sender.settle_after_seconds`` was not taken, and is resent."""
+        self.ledger.mark_undecided()  # what a dead or fenced-off run left in flight
         batches = self.ledger.in_flight()
         if not batches:
             return
+        config = self.plan.config
+        if not self.resend_in_flight and config.web.sendgrid_webhook_public_key and self.bulk is not None:
+            cutoff = datetime.now(UTC).timestamp() - config.sender.settle_after_seconds
+            silent = [b for b in batches if b.since is not None and b.since.timestamp() <= cutoff]
+            if silent:
+                self.ledger.release_in_flight([b.id for b in silent])
+                self.summary.resent_in_flight += sum(b.recipients for b in silent)
+                log.warning(
+                    "Edition %s: %d undecided batch(es) had no webhook event in %.0f s; resending them",
+                    self.edition_id,
+                    len(silent),
+                    config.sender.settle_after_seconds,
+                )
+                batches = [b for b in batches if b not in silent]
+            if not batches:
+                return
         if self.resend_in_flight:
             self.ledger.release_in_flight([b.id for b in batches])
             self.summary.resent_in_flight = sum(b.recipients for b in batches)

@@ -28,9 +28,9 @@ from datetime import datetime
 from typing import Protocol
 
 from digest.editions import EditionLock
-from digest.errors import ProviderAuthError, SendError
+from digest.errors import LeaseLostError, ProviderAuthError, SendError, UndecidedError
 from digest.send.base import BatchMessage, BulkSender, Recipient, Sender
-from digest.send.ledger import Finished, Ledger, chunks
+from digest.send.ledger import Finished, LeaseLost, Ledger, chunks
 from digest.send.personalize import Member, PersonalizationPool, Personalizer, PersonalLinks
 from digest.send.summary import SendSummary, reason
 from digest.send.variants import Variant
@@ -107,7 +107,10 @@ class SerialDispatcher:
         b.lock.renew()
         ids = [m[0] for m in members]
         by_email = {m[1]: m[0] for m in members}
-        batch_row = b.ledger.begin_batch(variant, ids)
+        try:
+            batch_row = b.ledger.begin_batch(variant, ids, fence=b.lock)
+        except LeaseLost as exc:
+            raise LeaseLostError(f"Lost the send lock on edition {b.edition_id}: {exc}; stopping.") from None
         try:
             result = self.sender.send_batch(batch)
         except ProviderAuthError as exc:
@@ -155,14 +158,23 @@ class PipelinedDispatcher:
         self.auth_error: ProviderAuthError | None = None
         self.poster: _Poster | None = None
         self.pool: PersonalizationPool | None = None
+        self.lease_error: LeaseLostError | None = None
         if not batching.dry_run:
-            self.poster = _Poster(sender, batching.ledger, queue_size=QUEUE_AHEAD)
+            assert batching.lock is not None
+            sender.lease_guard = batching.lock.cover  # no request or 429 wait outlives the lease
+            cover = float(getattr(sender, "timeout", 30.0)) + 5.0
+            self.poster = _Poster(sender, batching.ledger, batching, queue_size=QUEUE_AHEAD, cover=cover)
             if pool:
                 self.pool = PersonalizationPool(spec)
 
-    def send(self, variant: Variant, members: list[Member]) -> None:
+    def _stopped(self) -> None:
         if self.auth_error is not None:
             raise self.auth_error
+        if self.lease_error is not None:
+            raise self.lease_error
+
+    def send(self, variant: Variant, members: list[Member]) -> None:
+        self._stopped()
         b, sender = self.b, self.sender
         if variant.prefix is None:
             variant.prefix = sender.prepared_prefix(b.message(variant, ()))
@@ -172,8 +184,7 @@ class PipelinedDispatcher:
             b.summary.sent += len(members)
             return
         self.drain()
-        if self.auth_error is not None:
-            raise self.auth_error
+        self._stopped()
         # Big batches' personalizations are built by the worker while this thread goes on.
         parts: str | Future[str] = (
             self.pool.submit(members)
@@ -192,8 +203,8 @@ class PipelinedDispatcher:
                 self._answer(job)
             if not wait or not self.poster.pending:
                 break
-        if wait and self.auth_error is not None:
-            raise self.auth_error
+        if wait:
+            self._stopped()
 
     def _answer(self, job: _Posting) -> None:
         summary, n = self.b.summary, len(job.ids)
@@ -204,6 +215,19 @@ class PipelinedDispatcher:
         if isinstance(job.error, ProviderAuthError):
             summary.failed["provider refused the API key"] += n
             self.auth_error = job.error
+            return
+        if isinstance(job.error, UndecidedError):
+            summary.undecided += n
+            log.warning(
+                "Batch %d of edition %s is undecided (%s): not resent; the webhook or an operator settles it",
+                job.batch_id,
+                self.b.edition_id,
+                error,
+            )
+            return
+        if isinstance(job.error, LeaseLostError):
+            summary.failed["not sent: this run lost the send lock"] += n
+            self.lease_error = self.lease_error or job.error
             return
         if self.auth_error is not None or (self.poster is not None and self.poster.stop.is_set()):
             summary.failed["not sent: the run stopped"] += n
@@ -220,6 +244,7 @@ class PipelinedDispatcher:
                 self.drain(wait=True)
         finally:
             self.poster.close()
+            self.sender.lease_guard = None
             if self.pool is not None:
                 self.pool.close()
 
@@ -251,14 +276,19 @@ class _Poster:
     reads the answers only for the summary.
     """
 
-    def __init__(self, sender: BulkSender, ledger: Ledger, *, queue_size: int) -> None:
+    def __init__(
+        self, sender: BulkSender, ledger: Ledger, batching: Batching, *, queue_size: int, cover: float
+    ) -> None:
         import queue
 
         self.sender = sender
         self.ledger = ledger
+        self.b = batching
+        self.cover = cover  # seconds the lease must hold past a batch's record: its request
         self.todo: queue.Queue[_Posting | None] = queue.Queue(maxsize=queue_size)
         self.done: queue.Queue[_Posting] = queue.Queue()
-        self.stop = threading.Event()  # a 401: nothing more goes out
+        self.stop = threading.Event()  # a 401 or a lost lease: nothing more goes out
+        self.why_stopped = ""
         self.pending = 0
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
@@ -282,21 +312,30 @@ class _Poster:
                 continue
             if job is None:
                 break
-            data = None
+            parts = None
             if self.stop.is_set():
-                job.error = SendError("not sent: the run stopped (the provider refused the API key)")
+                job.error = SendError(f"not sent: the run stopped ({self.why_stopped})")
             else:
-                data = self._body(job)
-            if data is not None:
+                parts = self._parts(job)
+            if parts is not None:
+                lock = self.b.lock
                 try:
-                    job.batch_id = self.ledger.record_in_flight(self.raw, job.variant, job.ids, answered)
+                    job.batch_id = self.ledger.record_in_flight(
+                        self.raw, job.variant, job.ids, answered, fence=lock, cover=self.cover
+                    )
+                except LeaseLost as exc:  # fenced off: not recorded, not sent; nothing more goes out
+                    self.why_stopped = "this run lost the send lock"
+                    self.stop.set()
+                    job.error = LeaseLostError(f"not sent: {exc}")
                 except Exception as exc:  # not recorded in flight, so not sent (a rerun sends it)
                     job.error = SendError(
                         f"not sent: could not record the batch ({type(exc).__name__}: {exc})"
                     )
                 else:
                     answered = None
-                    self._post(job, data)
+                    if lock is not None:
+                        lock.covered(self.cover)
+                    self._post(job, parts)
             answered = self._write(answered)  # only when begin_batch did not write it
             if job.batch_id:  # an unrecorded batch has no row to answer (a rerun sends it)
                 answered = _finished(job)
@@ -304,22 +343,27 @@ class _Poster:
             self.done.put(job)
         self._write(answered)
 
-    def _body(self, job: _Posting) -> str | None:
-        """The request body (waiting for the worker if it builds it); None and job.error if not."""
+    def _parts(self, job: _Posting) -> str | None:
+        """The readers' parts (waiting for the worker if it builds them); None and job.error if not."""
         try:
-            parts = job.parts.result() if isinstance(job.parts, Future) else job.parts
-            assert job.variant.prefix is not None
-            return self.sender.prepared_body(job.variant.prefix, parts, len(job.ids))
-        except SendError as exc:
-            job.error = exc
+            return job.parts.result() if isinstance(job.parts, Future) else job.parts
         except Exception as exc:  # the worker died: not sent, and a rerun sends it
             job.error = SendError(f"not sent: building the request failed ({type(exc).__name__}: {exc})")
         return None
 
-    def _post(self, job: _Posting, data: str) -> None:
+    def _post(self, job: _Posting, parts: str) -> None:
+        """Build the body (with the edition and ledger batch id in custom_args) and post it."""
         try:
+            assert job.variant.prefix is not None
+            args = {"edition": self.b.edition_id, "batch": str(job.batch_id)}
+            data = self.sender.prepared_body(job.variant.prefix, parts, len(job.ids), args)
             job.message_id = self.sender.post_prepared(data)
         except ProviderAuthError as exc:
+            self.why_stopped = "the provider refused the API key"
+            self.stop.set()
+            job.error = exc
+        except LeaseLostError as exc:  # the lease could not cover the request: it did not go out
+            self.why_stopped = "this run lost the send lock"
             self.stop.set()
             job.error = exc
         except SendError as exc:
@@ -361,4 +405,5 @@ class _Poster:
 def _finished(job: _Posting) -> Finished:
     if job.error is None:
         return Finished(job.batch_id, job.ids, message_id=job.message_id)
-    return Finished(job.batch_id, job.ids, error=str(job.error))
+    undecided = isinstance(job.error, UndecidedError)
+    return Finished(job.batch_id, job.ids, error=str(job.error), undecided=undecided)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import select
 import ssl
 import threading
 import time
@@ -32,6 +33,10 @@ from python_http_client.client import Response
 from python_http_client.exceptions import handle_error
 
 IDLE_SECONDS = 10.0
+
+
+class NoAnswer(Exception):
+    """The request was written and no answer came (read timeout, reset): it may have been taken."""
 
 
 class _Answer:
@@ -65,16 +70,20 @@ class ConnectionPool:
         path = (url.path or "/") + (f"?{url.query}" if url.query else "")
         headers = dict(request.header_items())
         try:
+            # Connect and write: a failure here means the server never had the whole request
+            # (a partial body is never taken), so the caller may retry.
             conn.request(request.get_method(), path, body=request.data, headers=headers)
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(conn)
+            # urllib wraps socket errors in URLError; callers treat both as "not sent".
+            raise URLError(exc) from None
+        try:
             response = conn.getresponse()
             body = response.read()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            # The request was written and no answer came: the server may have taken it.
             self._drop(conn)
-            # urllib wraps socket errors in URLError; callers treat both as "no answer".
-            raise URLError(exc) from None
-        except http.client.HTTPException:
-            self._drop(conn)
-            raise
+            raise NoAnswer(f"{type(exc).__name__}: {exc}") from None
         if response.will_close:
             self._drop(conn)
         else:
@@ -90,7 +99,7 @@ class ConnectionPool:
         local = self._local
         conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
         if conn is not None and (
-            local.key != (scheme, netloc) or time.monotonic() - local.used > IDLE_SECONDS
+            local.key != (scheme, netloc) or time.monotonic() - local.used > IDLE_SECONDS or _dropped(conn)
         ):
             self._drop(conn)
             conn = None
@@ -123,6 +132,19 @@ class ConnectionPool:
             conns, self._all = self._all, []
         for conn in conns:
             conn.close()
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """The server closed (or wrote to) an idle connection: a request on it could be lost
+    after it was written, an unknown answer, so it is not reused (urllib3 checks the same)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class KeepAliveClient(Client):  # type: ignore[misc]

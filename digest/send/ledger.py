@@ -17,7 +17,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import and_, delete, or_, select, update
@@ -28,7 +28,8 @@ from digest.store import Store
 
 log = logging.getLogger(__name__)
 
-_DONE = ("sent", "in_flight")
+_DONE = ("sent", "in_flight", "undecided")
+UNDECIDED = "undecided"  # the request went out and no answer came: maybe taken (never resent blindly)
 T = TypeVar("T")
 
 
@@ -49,6 +50,20 @@ class Finished:
     message_id: str | None = None
     failed: dict[int, str] = field(default_factory=dict)
     error: str | None = None
+    undecided: bool = False  # no answer came (``error`` says why): the provider may have taken it
+
+
+class Fence(Protocol):
+    """The send lease a batch is recorded under (``digest.editions.EditionLock``)."""
+
+    edition_id: str
+    owner: str
+    token: int
+    seconds: float
+
+
+class LeaseLost(Exception):
+    """The lease is gone (expired, or taken by another run with a newer token): record nothing."""
 
 
 def chunks(items: list[T], size: int) -> Iterator[list[T]]:
@@ -89,7 +104,7 @@ class Ledger:
         # the checked one joins subscribers and leaves them out (random look-ups: slower).
         values = (
             "b.edition_id, {sid}, CASE b.state WHEN 'accepted' THEN 'sent' WHEN 'in_flight' THEN "
-            "'in_flight' ELSE 'failed' END, b.id, b.category_set, CASE WHEN b.state = 'accepted' "
+            "'in_flight' WHEN 'undecided' THEN 'undecided' ELSE 'failed' END, b.id, b.category_set, CASE WHEN b.state = 'accepted' "
             "THEN b.provider_message_id END, CASE WHEN b.state = 'failed' THEN b.error END, b.updated_at"
         )
         if self.pg:
@@ -123,7 +138,17 @@ class Ledger:
             f"UPDATE deliveries SET state = 'failed', provider_message_id = NULL, error = {q}, updated_at = {q} "
             f"WHERE edition_id = {q} AND batch_id = {q} AND subscriber_id = {q}"
         )
-        self._sql_batch_done = f"UPDATE batches SET state = {q}, provider_message_id = {q}, error = {q}, updated_at = {q} WHERE id = {q}"
+        # Only a batch still in flight takes its answer: the webhook may have settled it already.
+        self._sql_batch_done = (
+            f"UPDATE batches SET state = {q}, provider_message_id = {q}, error = {q}, updated_at = {q} "
+            f"WHERE id = {q} AND state = 'in_flight'"
+        )
+        # The fence: the lease renewed only if this run still holds it (same owner and token,
+        # not expired); zero rows means another run took over, and nothing more is posted.
+        self._sql_fence = (
+            f"UPDATE editions SET lock_expires = {q} WHERE id = {q} AND lock_owner = {q} "
+            f"AND lock_token = {q} AND lock_expires > {q}"
+        )
 
     def _ts(self, when: datetime) -> Any:
         """A timestamp as the driver wants it (SQLite: the text SQLAlchemy's DateTime writes)."""
@@ -155,7 +180,7 @@ class Ledger:
         """
         sql = (
             f"SELECT subscriber_id FROM deliveries WHERE edition_id = {self._q} "
-            f"AND state IN ('sent', 'in_flight') AND subscriber_id {self._in_ids}"
+            f"AND state IN ('sent', 'in_flight', 'undecided') AND subscriber_id {self._in_ids}"
         )
         with self.store.reading() as c:
             return {r[0] for r in c.exec_driver_sql(sql, (self.edition_id, self._ids(ids)))}
@@ -218,7 +243,7 @@ class Ledger:
                     "SELECT d.subscriber_id, ep.post_id FROM deliveries d JOIN edition_posts ep "
                     "ON ep.edition_id = d.edition_id AND ep.category_set = d.category_set "
                     f"WHERE d.subscriber_id {in_ids} AND d.edition_id <> {q} "
-                    f"AND d.state IN ('sent', 'in_flight') AND ep.post_id {in_posts}"
+                    f"AND d.state IN ('sent', 'in_flight', 'undecided') AND ep.post_id {in_posts}"
                 )
                 for sid, pid in c.exec_driver_sql(
                     sql, (self._ids(ids), self.edition_id, self._ids(sorted(new)))
@@ -246,13 +271,13 @@ class Ledger:
         with self.store.engine.begin() as conn:
             conn.exec_driver_sql(self._sql_rows, rows)
 
-    def begin_batch(self, variant: Email, ids: list[int]) -> int:
+    def begin_batch(self, variant: Email, ids: list[int], fence: Fence | None = None) -> int:
         """The batch in flight, its readers listed on it, and the email's posts once, before the
         request (SMTP and the outbox, batch by batch; the SendGrid poster calls
         ``record_in_flight`` on its own connection)."""
         raw = self.raw_connection()
         try:
-            return self.record_in_flight(raw, variant, ids, None)
+            return self.record_in_flight(raw, variant, ids, None, fence=fence)
         finally:
             raw.close()
 
@@ -262,11 +287,30 @@ class Ledger:
     def raw_connection(self) -> Any:
         return self.store.engine.raw_connection()
 
-    def record_in_flight(self, raw: Any, variant: Email, ids: list[int], answered: Finished | None) -> int:
-        """``begin_batch`` on the poster's connection: one transaction, one commit."""
-        now = self._ts(self.st.utcnow())
+    def record_in_flight(
+        self,
+        raw: Any,
+        variant: Email,
+        ids: list[int],
+        answered: Finished | None,
+        fence: Fence | None = None,
+        cover: float = 0.0,
+    ) -> int:
+        """``begin_batch`` on the poster's connection: one transaction, one commit.
+
+        With a ``fence``, the same transaction first renews the lease for ``cover`` seconds (at
+        least the lease's length) on the condition that this run still holds it: check before
+        every post. Raises ``LeaseLost`` (nothing written) when it does not.
+        """
+        utc = self.st.utcnow()
+        now = self._ts(utc)
 
         def write(cursor: Any) -> int:
+            if fence is not None:
+                until = self._ts(utc + timedelta(seconds=max(fence.seconds, cover)))
+                cursor.execute(self._sql_fence, (until, fence.edition_id, fence.owner, fence.token, now))
+                if cursor.rowcount != 1:
+                    raise LeaseLost(f"the send lease on edition {fence.edition_id} is no longer ours")
             if answered is not None:
                 cursor.execute(self._sql_batch_done, self._answer_values(answered, now))
             if not variant.recorded and variant.post_ids:
@@ -290,7 +334,9 @@ class Ledger:
         )
 
     def _answer_values(self, done: Finished, now: Any) -> tuple[Any, ...]:
-        """``_sql_batch_done``'s values: accepted with the message id, or failed with the error."""
+        """``_sql_batch_done``'s values: accepted with the message id, undecided or failed with the error."""
+        if done.undecided:
+            return (UNDECIDED, None, (done.error or "no answer")[:2000], now, done.batch_id)
         if done.error is not None:
             return ("failed", None, done.error[:2000], now, done.batch_id)
         return ("accepted", done.message_id, None, now, done.batch_id)
@@ -394,14 +440,37 @@ class Ledger:
                 )
 
     def in_flight(self) -> list[InFlightBatch]:
+        """This edition's batches whose answer is unknown: ``undecided`` (or still ``in_flight``)."""
         b = self.st.batches
         with self.store.reading() as c:
             rows = c.execute(
                 select(b.c.id, b.c.category_set, b.c.recipients, b.c.created_at)
-                .where(b.c.edition_id == self.edition_id, b.c.state == "in_flight")
+                .where(b.c.edition_id == self.edition_id, b.c.state.in_(("in_flight", UNDECIDED)))
                 .order_by(b.c.id)
             ).all()
         return [InFlightBatch(r.id, r.category_set, r.recipients, r.created_at) for r in rows]
+
+    def mark_undecided(self) -> int:
+        """At a run's start, under the lease: batches a dead (or fenced-off) run left in flight
+        are undecided; their readers too. Returns how many batches."""
+        b, d = self.st.batches, self.st.deliveries
+        now = self.st.utcnow()
+        with self.store.engine.begin() as s:
+            n = s.execute(
+                update(b)
+                .where(b.c.edition_id == self.edition_id, b.c.state == "in_flight")
+                .values(
+                    state=UNDECIDED,
+                    error="in flight when a run stopped: the answer is unknown",
+                    updated_at=now,
+                )
+            ).rowcount
+            s.execute(
+                update(d)
+                .where(d.c.edition_id == self.edition_id, d.c.state == "in_flight")
+                .values(state=UNDECIDED, updated_at=now)
+            )
+        return int(n or 0)
 
     def cancelled(self) -> None:
         """A cancelled edition: its readers ``skipped`` ("cancelled"), its posts not received after all."""
@@ -433,3 +502,31 @@ class Ledger:
                         pending_ids=None,
                     )
                 )
+
+
+def settle(store: Store, batches: Iterable[tuple[str, int]]) -> int:
+    """Batches the provider's events show it took (``digest.send.webhook``): ``accepted``, and
+    their readers ``sent``. Only batches whose answer was unknown change; returns how many did."""
+    b, d = st.batches, st.deliveries
+    now = st.utcnow()
+    settled = 0
+    with store.engine.begin() as s:
+        for edition_id, batch_id in sorted(set(batches)):
+            unknown = b.c.state.in_(("in_flight", UNDECIDED))
+            changed = s.execute(
+                update(b)
+                .where(b.c.id == batch_id, b.c.edition_id == edition_id, unknown)
+                .values(state="accepted", error=None, updated_at=now)
+            ).rowcount
+            if changed:
+                settled += int(changed)
+                s.execute(
+                    update(d)
+                    .where(
+                        d.c.edition_id == edition_id,
+                        d.c.batch_id == batch_id,
+                        d.c.state.in_(("in_flight", UNDECIDED)),
+                    )
+                    .values(state="sent", error=None, updated_at=now)
+                )
+    return settled

@@ -10,10 +10,11 @@ What the provider's answers mean for us:
 
 - 202: accepted; ``X-Message-Id`` is kept for every recipient of the request.
 - 429: wait until ``X-RateLimit-Reset`` (epoch seconds), then try again.
-- 5xx, a refused connection, a timeout: exponential backoff with jitter, at most
-  ``sender.max_retries`` times. A timeout is ambiguous (SendGrid may have accepted the request);
-  SendGrid has no idempotency key, so a retry after a timeout can, rarely, deliver twice. We
-  accept that for timeouts only, as the issue asks, and keep the timeout generous.
+- 5xx, a refused connection, a failure while connecting or writing the request: exponential
+  backoff with jitter, at most ``sender.max_retries`` times (the server never had the request).
+- A read timeout or a reset after the request was written: ambiguous (SendGrid may have
+  accepted it, and has no idempotency key). Never retried: ``UndecidedError``, and the batch is
+  ``undecided`` until the Event Webhook settles it (``digest.send.webhook``).
 - 400, 413, 404: the request itself is wrong; ``SendError`` for this batch, the caller goes on.
 - 401, 403: ``ProviderAuthError``: the key is wrong or lacks the Mail Send permission; stop.
 
@@ -39,7 +40,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
 from digest.config import SENDGRID_KEY_ENV
-from digest.errors import ConfigError, ProviderAuthError, SendError
+from digest.errors import ConfigError, ProviderAuthError, SendError, UndecidedError
 from digest.send.base import (
     RESERVED_HEADERS,
     BatchMessage,
@@ -48,7 +49,7 @@ from digest.send.base import (
     retry_base_seconds,
 )
 from digest.send.headers import ONE_CLICK, list_id, list_unsubscribe
-from digest.send.keepalive import ConnectionPool, KeepAliveClient
+from digest.send.keepalive import ConnectionPool, KeepAliveClient, NoAnswer
 from digest.textclean import header_text
 
 if TYPE_CHECKING:
@@ -108,6 +109,9 @@ class SendGridSender:
         self.sleep = sleep
         self.requests = 0  # HTTP requests made, retries included (for the summary and bench)
         self._count_lock = threading.Lock()  # delivery posts from two threads
+        # Set by a send: called with the seconds a request or a 429 wait may take before it
+        # starts; raises (LeaseLostError) when the run's lease cannot cover them.
+        self.lease_guard: Callable[[float], None] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> SendGridSender:
@@ -233,7 +237,9 @@ class SendGridSender:
         body = self._batch_envelope(batch)
         return json.dumps(body, separators=(",", ":"))[:-1] + ',"personalizations":['
 
-    def prepared_body(self, prefix: str, personalizations: str, count: int) -> str:
+    def prepared_body(
+        self, prefix: str, personalizations: str, count: int, custom_args: Mapping[str, str] | None = None
+    ) -> str:
         """The request body from a prefix and ``count`` comma-joined personalizations (see
         ``digest.send.personalize``, which also refuses an address twice), limits checked."""
         if count == 0:
@@ -242,7 +248,10 @@ class SendGridSender:
             raise SendError(
                 f"A SendGrid request takes at most {MAX_PERSONALIZATIONS} recipients; got {count}."
             )
-        data = prefix + personalizations + "]}"
+        tail = "]}"
+        if custom_args:  # message-level: every event of the request carries them (edition, batch)
+            tail = '],"custom_args":' + json.dumps(dict(custom_args), separators=(",", ":")) + "}"
+        data = prefix + personalizations + tail
         if len(data) > MAX_BODY_CHARS:
             raise SendError(f"A SendGrid request body is at most 30 MB; this one is {len(data)} characters.")
         return data
@@ -304,6 +313,8 @@ class SendGridSender:
             endpoint = self._client.client
             for part in path:
                 endpoint = endpoint._(part)
+            if self.lease_guard is not None and method == "post":
+                self.lease_guard(self.timeout + 5.0)
             with self._count_lock:
                 self.requests += 1
             try:
@@ -327,6 +338,8 @@ class SendGridSender:
                             f"SendGrid kept answering 429 (rate limited) on {where}; try later."
                         ) from None
                     delay = self._rate_limit_delay(exc.headers, waits)
+                    if self.lease_guard is not None and method == "post":
+                        self.lease_guard(delay + self.timeout + 5.0)  # never wait past the lease
                     log.info("SendGrid rate limit on %s; waiting %.2fs", where, delay)
                     self.sleep(delay)
                     continue
@@ -335,6 +348,14 @@ class SendGridSender:
                         f"SendGrid refused the request ({status} on {where}): {_errors(exc.body)}"
                     ) from None
                 problem = f"SendGrid answered {status} on {where}"
+            except NoAnswer as exc:
+                if method == "post" and path == ("mail", "send"):
+                    # It may have been taken: never retried blindly (see digest.send.dispatch).
+                    raise UndecidedError(
+                        f"no answer from SendGrid at {self.host} after the request was sent ({exc}); "
+                        "it may have been accepted"
+                    ) from None
+                problem = f"no answer from SendGrid at {self.host} ({exc})"
             except _TRANSIENT as exc:
                 reason = getattr(exc, "reason", exc)
                 problem = f"no answer from SendGrid at {self.host} ({type(reason).__name__}: {reason})"

@@ -46,6 +46,7 @@ class SendSummary:
     renders: int = 0
     in_flight: list[InFlightBatch] = field(default_factory=list)
     resent_in_flight: int = 0
+    undecided: int = 0  # readers of this run's batches whose answer never came (not resent)
     stopped: str = ""  # why the run stopped early (bad key), or ""
     send_at: datetime | None = None
     seconds: float = 0.0

@@ -5,6 +5,11 @@ SendGrid signs each POST: header ``X-Twilio-Email-Event-Webhook-Signature`` is a
 value followed by the raw request body; the verification key (Mail Settings > Event Webhook)
 is a base64 DER public key. We verify over the *raw bytes*, never re-serialised JSON.
 
+Events also settle undecided batches (``digest.send.ledger``): the sender puts its edition and
+ledger batch id in every request's ``custom_args`` (``{"edition": ..., "batch": ...}``), and an
+event that SendGrid only makes for a request it took (processed, delivered, dropped, deferred,
+bounce) proves that batch was accepted, so its readers are ``sent``, not ``undecided``.
+
 Replays are refused twice over: a timestamp older than ``max_age`` fails verification, and
 every event is recorded under its ``sg_event_id``, so one seen before changes nothing.
 """
@@ -39,6 +44,8 @@ STATUS_FOR_EVENT = {
     "unsubscribe": "unsubscribed",
     "group_unsubscribe": "unsubscribed",
 }
+# Events SendGrid only makes for a request it accepted: they settle an undecided batch.
+SETTLING_EVENTS = frozenset({"processed", "delivered", "dropped", "deferred", "bounce"})
 
 
 def load_public_key(key: str | bytes) -> ec.EllipticCurvePublicKey:
@@ -98,6 +105,7 @@ class WebhookSummary:
     marked: Counter[str] = field(default_factory=Counter)  # status -> subscribers marked
     unknown: int = 0  # events about addresses we do not have
     kinds: Counter[str] = field(default_factory=Counter)
+    settled: int = 0  # undecided batches these events showed were accepted
 
 
 def _event_id(event: dict[str, Any]) -> str:
@@ -124,12 +132,16 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
 
     summary = WebhookSummary()
+    accepted: set[tuple[str, int]] = set()
     for event in events:
         if not isinstance(event, dict):
             continue
         summary.received += 1
         kind = str(event.get("event") or "unknown")[:32]
         summary.kinds[kind] += 1
+        batch = _batch_of(event) if kind in SETTLING_EVENTS else None
+        if batch is not None:
+            accepted.add(batch)  # settling is idempotent: a replayed event changes nothing more
         email = event.get("email") if isinstance(event.get("email"), str) else None
         at = None
         if isinstance(event.get("timestamp"), int | float):
@@ -175,4 +187,20 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
             continue
         if before.status != status:
             summary.marked[status] += 1
+    if accepted:
+        from digest.send.ledger import settle
+
+        summary.settled = settle(store, accepted)
     return summary
+
+
+def _batch_of(event: dict[str, Any]) -> tuple[str, int] | None:
+    """(edition, ledger batch id) from an event's custom args, or None if it has none."""
+    edition, batch = event.get("edition"), event.get("batch")
+    if not isinstance(edition, str) or not edition or not isinstance(batch, str | int):
+        return None
+    try:
+        number = int(batch)
+    except ValueError:
+        return None
+    return (edition[:64], number) if number > 0 else None
