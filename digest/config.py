@@ -114,6 +114,9 @@ class SenderConfig:
     # An undecided batch (its request went out, no answer came) with no webhook event after this
     # long is resent by the next run (only when the SendGrid Event Webhook is configured).
     settle_after_seconds: float = 3600.0
+    # SendGrid requests in flight at once (and so at most this many batches undecided after a
+    # crash); measured with bench/run.py --link 150,100 (bench/README.md).
+    max_in_flight: int = 16
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_security: str = "starttls"  # starttls | ssl | none
@@ -229,6 +232,7 @@ _POSITIVE = {
     ("sender", "timeout_seconds"),
     ("sender", "retry_base_seconds"),
     ("sender", "settle_after_seconds"),
+    ("sender", "max_in_flight"),
     ("web", "confirm_hours"),
 }
 

@@ -68,6 +68,17 @@ def _site(tmp_path: Path, n: int) -> tuple[SendSite, Path, list[str]]:
     return site, config_toml(tmp_path, sender="sendgrid"), emails
 
 
+def _undecided(root: Path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(root / "digest.db") as c:
+        rows = c.execute(
+            "SELECT s.email FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id "
+            "WHERE d.state IN ('undecided', 'in_flight')"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
 def test_killed_after_the_provider_took_a_batch(tmp_path: Path, fast_retries: None) -> None:
     """The worst moment: SendGrid accepted batch 5, the process dies before recording it."""
     _, config, emails = _site(tmp_path, 60)
@@ -93,8 +104,13 @@ def test_killed_after_the_provider_took_a_batch(tmp_path: Path, fast_retries: No
 def test_killed_before_the_provider_answered_then_resend_in_flight(
     tmp_path: Path, fast_retries: None
 ) -> None:
-    """The request hangs (not taken); after the kill the operator checks and resends in-flight batches."""
+    """The request hangs (not taken); after the kill the operator checks and resends in-flight batches.
+
+    One request at a time here, so the hung batch is the only undecided one: with several in
+    flight, the others may have been taken, and a blanket resend is the operator's risk (the
+    Event Webhook settles those instead: tests/fault_matrix.py stall_settled_by_webhook)."""
     _, config, emails = _site(tmp_path, 60)
+    config.write_text(config.read_text().replace("max_retries = 4", "max_retries = 4\nmax_in_flight = 1"))
     with FakeSendGrid(api_key=API_KEY) as server:
         server.fail_next("ok", times=3)
         server.fail_next("hang", seconds=30)
@@ -123,4 +139,9 @@ def test_killed_at_many_points_never_duplicates(tmp_path: Path, fast_retries: No
             _kill_when(server, config, lambda k=kill_at: len(server.accepted) >= k)
         server.state.faults.clear()
         subprocess.run(_cmd(config), env=_env(server), capture_output=True, text=True, timeout=120)
-        assert server.delivered() == Counter({e: 1 for e in emails})
+        delivered = server.delivered()
+        assert set(delivered.values()) == {1}, "nobody twice"
+        # Several requests are in flight at once: those a kill caught before their answer are
+        # undecided (listed, never resent blindly), not silently dropped.
+        missing = set(emails) - set(delivered)
+        assert missing <= _undecided(tmp_path), missing

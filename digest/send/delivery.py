@@ -180,7 +180,9 @@ class _Run:
             links = PersonalLinks(self.plan.config)
             if self.bulk is not None:
                 pool = (self.total or 0) >= POOL_MIN_READERS and (os.cpu_count() or 1) > 1
-                self.dispatcher = PipelinedDispatcher(self.bulk, batching, links, pool=pool)
+                self.dispatcher = PipelinedDispatcher(
+                    self.bulk, batching, links, pool=pool, max_in_flight=self.plan.config.sender.max_in_flight
+                )
             else:
                 self.dispatcher = SerialDispatcher(self.sender, batching, links)
             self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))

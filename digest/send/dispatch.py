@@ -17,12 +17,13 @@ Both raise ``ProviderAuthError`` out of ``send`` or ``drain`` once the provider 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -150,6 +151,7 @@ class PipelinedDispatcher:
         links: PersonalLinks,
         *,
         pool: bool = False,
+        max_in_flight: int = 1,
     ) -> None:
         self.sender = sender
         self.b = batching
@@ -163,7 +165,14 @@ class PipelinedDispatcher:
             assert batching.lock is not None
             sender.lease_guard = batching.lock.cover  # no request or 429 wait outlives the lease
             cover = float(getattr(sender, "timeout", 30.0)) + 5.0
-            self.poster = _Poster(sender, batching.ledger, batching, queue_size=QUEUE_AHEAD, cover=cover)
+            self.poster = _Poster(
+                sender,
+                batching.ledger,
+                batching,
+                queue_size=QUEUE_AHEAD,
+                cover=cover,
+                max_in_flight=max_in_flight,
+            )
             if pool:
                 self.pool = PersonalizationPool(spec)
 
@@ -267,29 +276,39 @@ class _Posting:
 
 
 class _Poster:
-    """Records and posts SendGrid batches from another thread, in the order they were built.
+    """Records SendGrid batches from one thread and posts up to ``max_in_flight`` at once.
 
-    For each batch, one transaction writes the answer to the batch before and this one in
-    flight; then the request goes out. So only the batch whose request is out is ever
-    undecided, as with a plain loop, while the main thread builds the next bodies; a body not
-    yet recorded when a run dies left no trace, and the next run sends it. The main thread
-    reads the answers only for the summary.
+    For each batch, one transaction writes the answers that came back since the last one and
+    this batch in flight (fenced by the lease); then its request goes to one of
+    ``max_in_flight`` request threads (each with its own kept-alive connection). So at most
+    ``max_in_flight`` batches are ever undecided, after a crash too, while the main thread
+    builds the next bodies; a body not yet recorded when a run dies left no trace, and the next
+    run sends it. The main thread reads the answers only for the summary.
     """
 
     def __init__(
-        self, sender: BulkSender, ledger: Ledger, batching: Batching, *, queue_size: int, cover: float
+        self,
+        sender: BulkSender,
+        ledger: Ledger,
+        batching: Batching,
+        *,
+        queue_size: int,
+        cover: float,
+        max_in_flight: int = 1,
     ) -> None:
-        import queue
-
         self.sender = sender
         self.ledger = ledger
         self.b = batching
         self.cover = cover  # seconds the lease must hold past a batch's record: its request
-        self.todo: queue.Queue[_Posting | None] = queue.Queue(maxsize=queue_size)
+        self.max_in_flight = max(1, max_in_flight)
+        # jobs from the main thread and answers from the request threads, in arrival order
+        self.inbox: queue.Queue[tuple[str, _Posting | None]] = queue.Queue()
+        self.room = threading.Semaphore(queue_size + self.max_in_flight)  # bodies held: memory bound
         self.done: queue.Queue[_Posting] = queue.Queue()
         self.stop = threading.Event()  # a 401 or a lost lease: nothing more goes out
         self.why_stopped = ""
         self.pending = 0
+        self.requests = ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="digest-post")
         self.thread = threading.Thread(target=self._work, daemon=True)
         self.thread.start()
 
@@ -301,47 +320,71 @@ class _Poster:
             self.raw.close()
 
     def _loop(self) -> None:
-        import queue
-
-        answered: Finished | None = None  # the last answer, written with the next batch's start
-        while True:
+        answered: list[Finished] = []  # answers not yet written (they go with the next record)
+        waiting: collections.deque[_Posting] = collections.deque()
+        in_flight = 0
+        limit = 1  # the first request alone: a wrong key (401) stops the run after one request
+        ending = False
+        while not (ending and not waiting and in_flight == 0):
+            while waiting and in_flight < limit:
+                job = waiting.popleft()
+                if self._start(job, answered):
+                    answered = []
+                    in_flight += 1
+                else:
+                    self._done(job)
             try:
-                job = self.todo.get(timeout=None if answered is None else ANSWER_DELAY)
-            except queue.Empty:  # nothing more came soon: write the answer on its own
+                kind, item = self.inbox.get(timeout=ANSWER_DELAY if answered else None)
+            except queue.Empty:  # nothing more came soon: write the answers on their own
                 answered = self._write(answered)
                 continue
-            if job is None:
-                break
-            parts = None
-            if self.stop.is_set():
-                job.error = SendError(f"not sent: the run stopped ({self.why_stopped})")
-            else:
-                parts = self._parts(job)
-            if parts is not None:
-                lock = self.b.lock
-                try:
-                    job.batch_id = self.ledger.record_in_flight(
-                        self.raw, job.variant, job.ids, answered, fence=lock, cover=self.cover
-                    )
-                except LeaseLost as exc:  # fenced off: not recorded, not sent; nothing more goes out
-                    self.why_stopped = "this run lost the send lock"
-                    self.stop.set()
-                    job.error = LeaseLostError(f"not sent: {exc}")
-                except Exception as exc:  # not recorded in flight, so not sent (a rerun sends it)
-                    job.error = SendError(
-                        f"not sent: could not record the batch ({type(exc).__name__}: {exc})"
-                    )
-                else:
-                    answered = None
-                    if lock is not None:
-                        lock.covered(self.cover)
-                    self._post(job, parts)
-            answered = self._write(answered)  # only when begin_batch did not write it
-            if job.batch_id:  # an unrecorded batch has no row to answer (a rerun sends it)
-                answered = _finished(job)
-            job.parts = ""
-            self.done.put(job)
+            if kind == "end":
+                ending = True
+            elif item is not None and kind == "job":
+                waiting.append(item)
+            elif item is not None:  # an answer
+                in_flight -= 1
+                limit = self.max_in_flight
+                answered.append(_finished(item))
+                self._done(item)
         self._write(answered)
+
+    def _start(self, job: _Posting, answered: list[Finished]) -> bool:
+        """Record the batch in flight (with ``answered``) and hand its request over; False if not."""
+        if self.stop.is_set():
+            job.error = SendError(f"not sent: the run stopped ({self.why_stopped})")
+            return False
+        parts = self._parts(job)
+        if parts is None:
+            return False
+        lock = self.b.lock
+        try:
+            job.batch_id = self.ledger.record_in_flight(
+                self.raw, job.variant, job.ids, answered, fence=lock, cover=self.cover
+            )
+        except LeaseLost as exc:  # fenced off: not recorded, not sent; nothing more goes out
+            self.why_stopped = "this run lost the send lock"
+            self.stop.set()
+            job.error = LeaseLostError(f"not sent: {exc}")
+            return False
+        except Exception as exc:  # not recorded in flight, so not sent (a rerun sends it)
+            job.error = SendError(f"not sent: could not record the batch ({type(exc).__name__}: {exc})")
+            return False
+        if lock is not None:
+            lock.covered(self.cover)
+        self.requests.submit(self._request, job, parts)
+        return True
+
+    def _request(self, job: _Posting, parts: str) -> None:
+        try:
+            self._post(job, parts)
+        finally:
+            self.inbox.put(("answer", job))
+
+    def _done(self, job: _Posting) -> None:
+        job.parts = ""
+        self.done.put(job)
+        self.room.release()
 
     def _parts(self, job: _Posting) -> str | None:
         """The readers' parts (waiting for the worker if it builds them); None and job.error if not."""
@@ -371,22 +414,21 @@ class _Poster:
         except Exception as exc:
             job.error = SendError(f"{type(exc).__name__}: {exc}")
 
-    def _write(self, answered: Finished | None) -> Finished | None:
-        """Write a pending answer on its own; returns what is left to write (nothing)."""
-        if answered is not None:
+    def _write(self, answered: list[Finished]) -> list[Finished]:
+        """Write pending answers on their own; returns what is left to write (nothing)."""
+        if answered:
             try:
-                self.ledger.record_answer(self.raw, answered)
-            except Exception:  # left in flight: reported by the next run, never resent on its own
-                log.exception("Could not record the answer to batch %d", answered.batch_id)
-        return None
+                self.ledger.record_answers(self.raw, answered)
+            except Exception:  # left in flight: undecided for the next run, never resent on its own
+                log.exception("Could not record the answers to batches %s", [a.batch_id for a in answered])
+        return []
 
     def put(self, job: _Posting) -> None:
         self.pending += 1
-        self.todo.put(job)
+        self.room.acquire()  # waits when enough bodies are built and not yet answered
+        self.inbox.put(("job", job))
 
     def ready(self, wait: bool = False) -> list[_Posting]:
-        import queue
-
         out: list[_Posting] = []
         while self.pending:
             try:
@@ -398,8 +440,9 @@ class _Poster:
         return out
 
     def close(self) -> None:
-        self.todo.put(None)
+        self.inbox.put(("end", None))
         self.thread.join()
+        self.requests.shutdown(wait=True)
 
 
 def _finished(job: _Posting) -> Finished:

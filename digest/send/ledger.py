@@ -292,7 +292,7 @@ class Ledger:
         raw: Any,
         variant: Email,
         ids: list[int],
-        answered: Finished | None,
+        answered: Sequence[Finished] | Finished | None,
         fence: Fence | None = None,
         cover: float = 0.0,
     ) -> int:
@@ -311,8 +311,8 @@ class Ledger:
                 cursor.execute(self._sql_fence, (until, fence.edition_id, fence.owner, fence.token, now))
                 if cursor.rowcount != 1:
                     raise LeaseLost(f"the send lease on edition {fence.edition_id} is no longer ours")
-            if answered is not None:
-                cursor.execute(self._sql_batch_done, self._answer_values(answered, now))
+            for done in [answered] if isinstance(answered, Finished) else answered or ():
+                cursor.execute(self._sql_batch_done, self._answer_values(done, now))
             if not variant.recorded and variant.post_ids:
                 cursor.executemany(
                     self._sql_posts, [(self.edition_id, variant.category_set, p) for p in variant.post_ids]
@@ -327,11 +327,10 @@ class Ledger:
         variant.recorded = True
         return batch_id
 
-    def record_answer(self, raw: Any, answered: Finished) -> None:
+    def record_answers(self, raw: Any, answered: Sequence[Finished]) -> None:
         now = self._ts(self.st.utcnow())
-        self._raw_transaction(
-            raw, lambda c: c.execute(self._sql_batch_done, self._answer_values(answered, now))
-        )
+        values = [self._answer_values(done, now) for done in answered]
+        self._raw_transaction(raw, lambda c: c.executemany(self._sql_batch_done, values))
 
     def _answer_values(self, done: Finished, now: Any) -> tuple[Any, ...]:
         """``_sql_batch_done``'s values: accepted with the message id, undecided or failed with the error."""

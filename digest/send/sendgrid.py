@@ -112,6 +112,10 @@ class SendGridSender:
         # Set by a send: called with the seconds a request or a 429 wait may take before it
         # starts; raises (LeaseLostError) when the run's lease cannot cover them.
         self.lease_guard: Callable[[float], None] | None = None
+        # One rate gate for every thread that posts: a 429 (or a last allowed request, by the
+        # X-RateLimit headers) pauses them all until the reset.
+        self._gate = threading.Lock()
+        self._paused_until = 0.0  # time.monotonic()
 
     @classmethod
     def from_config(cls, config: Config) -> SendGridSender:
@@ -313,17 +317,21 @@ class SendGridSender:
             endpoint = self._client.client
             for part in path:
                 endpoint = endpoint._(part)
+            self._wait_at_gate(method)
             if self.lease_guard is not None and method == "post":
                 self.lease_guard(self.timeout + 5.0)
             with self._count_lock:
                 self.requests += 1
             try:
-                return getattr(endpoint, method)(
+                response = getattr(endpoint, method)(
                     request_body=data,
                     query_params=dict(query) if query else None,
                     request_headers=_JSON,
                     timeout=self.timeout,
                 )
+                if _header(response.headers, "X-RateLimit-Remaining") == "0":
+                    self._pause(self._reset_delay(response.headers))
+                return response
             except HTTPError as exc:
                 status = exc.status_code
                 if status in (401, 403):
@@ -338,11 +346,9 @@ class SendGridSender:
                             f"SendGrid kept answering 429 (rate limited) on {where}; try later."
                         ) from None
                     delay = self._rate_limit_delay(exc.headers, waits)
-                    if self.lease_guard is not None and method == "post":
-                        self.lease_guard(delay + self.timeout + 5.0)  # never wait past the lease
-                    log.info("SendGrid rate limit on %s; waiting %.2fs", where, delay)
-                    self.sleep(delay)
-                    continue
+                    log.info("SendGrid rate limit on %s; every request waits %.2fs", where, delay)
+                    self._pause(delay)
+                    continue  # the gate makes this thread (and every other) wait
                 if status < 500:
                     raise SendError(
                         f"SendGrid refused the request ({status} on {where}): {_errors(exc.body)}"
@@ -365,6 +371,34 @@ class SendGridSender:
             attempt += 1
             log.warning("%s; retry %d/%d in %.2fs", problem, attempt, self.max_retries, delay)
             self.sleep(delay)
+
+    def _pause(self, delay: float | None) -> None:
+        if delay is None or delay <= 0:
+            return
+        with self._gate:
+            self._paused_until = max(self._paused_until, time.monotonic() + delay)
+
+    def _wait_at_gate(self, method: str) -> None:
+        """Wait out a pause (never longer than the lease covers: ``lease_guard`` first)."""
+        while True:
+            with self._gate:
+                delay = self._paused_until - time.monotonic()
+            if delay <= 0:
+                return
+            if self.lease_guard is not None and method == "post":
+                self.lease_guard(delay + self.timeout + 5.0)  # never wait past the lease
+            self.sleep(delay)
+            if self.sleep is not time.sleep:  # an injected sleep (tests) does not pass time
+                with self._gate:
+                    self._paused_until = 0.0
+
+    @staticmethod
+    def _reset_delay(headers: Any) -> float | None:
+        reset = _header(headers, "X-RateLimit-Reset")
+        try:
+            return min(MAX_RATE_LIMIT_WAIT, float(reset) - time.time()) if reset else None
+        except ValueError:
+            return None
 
     def _rate_limit_delay(self, headers: Any, waits: int) -> float:
         reset = _header(headers, "X-RateLimit-Reset")
