@@ -1043,6 +1043,11 @@ def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") ->
     os.environ["DIGEST_SECRET"] = SECRET
     os.environ["SENDGRID_API_KEY"] = API_KEY
     config = bench_config(scratch)
+    in_flight = os.environ.get("DIGEST_BENCH_MAX_IN_FLIGHT")  # 1: the sequential path, for a baseline
+    if in_flight:
+        from dataclasses import replace
+
+        config = replace(config, sender=replace(config.sender, max_in_flight=int(in_flight)))
     dry = not url
     server = FakeServer() if dry else None
     host = server.url if server else url

@@ -116,7 +116,7 @@ class SenderConfig:
     settle_after_seconds: float = 3600.0
     # SendGrid requests in flight at once (and so at most this many batches undecided after a
     # crash); measured with bench/run.py --link 150,100 (bench/README.md).
-    max_in_flight: int = 16
+    max_in_flight: int = 32
     smtp_host: str = "localhost"
     smtp_port: int = 587
     smtp_security: str = "starttls"  # starttls | ssl | none
