@@ -141,7 +141,8 @@ class Renderer:
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
         context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
-        context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
+        archive = self._globals["archive_url"]  # empty: web.archive is off, nothing to link to
+        context["web_url"] = f"{archive}/{edition.id}" if archive else ""
         context["contents"], context["contents_text"] = self._contents.render(context)
         # Titles reach the Subject header: plain text, no encoded-word of their own, no bidi controls.
         context["subject"] = header_text(
