@@ -518,3 +518,51 @@ def test_categories_from_the_command_line_are_only_the_starting_point(preview_si
     assert 'src="/frame?c=Tech"' in first
     assert "Harbour reopens" in everything and 'value="Tech" checked' not in everything
     assert "Harbour reopens" in frame
+
+
+def _with_greeting(site: Any) -> None:
+    text = site.config_path.read_text(encoding="utf-8")
+    site.config_path.write_text(
+        text.replace('templates = "templates"\n', 'templates = "templates"\nreader_fields = ["greeting"]\n'),
+        encoding="utf-8",
+    )
+    assert site.config().edition.reader_fields == ("greeting",)
+
+
+def test_reader_fields_show_a_sample_or_the_picked_readers_never_a_placeholder(preview_site):
+    from digest import subscribers
+    from digest.store import open_store
+
+    _with_greeting(preview_site)
+    config = preview_site.config()
+    store = open_store(config)
+    try:
+        subscribers.subscribe(store, config, "ada@example.com", ["Tech"], name="Grace Hopper", confirmed=True)
+    finally:
+        store.dispose()
+    with client_for(preview_site) as client:
+        sample = [client.get(p).text for p in ("/?c=Tech", "/frame?c=Tech", "/text?c=Tech")]
+        page = client.get("/?email=ada@example.com").text
+        frame_src = re.search(r'src="/frame\?([^"]+)"', page).group(1).replace("&amp;", "&")
+        picked = [page, client.get("/frame?" + frame_src).text, client.get("/text?" + frame_src).text]
+    for body in (*sample, *picked):
+        assert "__DIGEST_" not in body
+    assert all("Hello Ada," in body for body in sample)
+    assert all("Hello Grace Hopper," in body for body in picked)
+
+
+def test_preview_out_shows_a_sample_greeting_in_html_and_text(preview_site):
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    _with_greeting(preview_site)
+    out = preview_site.root / "out"
+    result = CliRunner().invoke(
+        cli, ["--config", str(preview_site.config_path), "preview", "--as-of", AS_OF, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("digest.html", "digest.txt"):
+        body = (out / name).read_text(encoding="utf-8")
+        assert "__DIGEST_" not in body, name
+        assert "Hello Ada," in body, name

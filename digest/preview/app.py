@@ -94,6 +94,7 @@ class Selection:
     scheme: str = "light"
     note: str = ""  # e.g. "ada@example.com reads US, Europe"
     problem: Problem | None = None  # the address could not be looked up
+    name: str | None = None  # the picked reader's name, for their greeting (None: a sample reader)
 
     def query(self, **changes: Any) -> str:
         """This selection as a query string (for links, iframes and redirects)."""
@@ -112,7 +113,8 @@ class Selection:
 
         An empty ``c`` says "all categories" explicitly, so --categories does not creep back in.
         """
-        return self.query(email="", c=list(self.categories) or [""])
+        extra = {} if self.name is None else {"name": self.name}  # the reader's fields, not a sample
+        return self.query(email="", c=list(self.categories) or [""], **extra)
 
 
 @dataclass
@@ -213,12 +215,12 @@ class PreviewServer:
             categories = self.settings.categories
         if email:
             try:
-                address, names = actions.subscriber_categories(self.config, email)
+                address, names, name = actions.subscriber_lookup(self.config, email)
             except Exception as exc:
                 return Selection(categories, email, as_of, scheme, problem=problem_from(exc, self.config))
             note = f"{address} reads {', '.join(names) if names else 'every category'}"
-            return Selection(names, address, as_of, scheme, note=note)
-        return Selection(categories, "", as_of, scheme)
+            return Selection(names, address, as_of, scheme, note=note, name=name)
+        return Selection(categories, "", as_of, scheme, name=params.get("name"))
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -401,7 +403,9 @@ def create_app(settings: PreviewSettings) -> Starlette:
             diff=diff,
             widths=FRAME_WIDTHS,
             checked={c.casefold() for c in selection.categories},
-            text_part=with_links(build.rendered.text, example_links(server.config, selection.email))
+            text_part=with_links(
+                build.rendered.text, example_links(server.config, selection.email, selection.name)
+            )
             if build.rendered
             else "",
             now=time.time(),
@@ -414,7 +418,7 @@ def create_app(settings: PreviewSettings) -> Starlette:
         if build.rendered is None:
             message = build.problem.text if build.problem else "Nothing to show."
             return HTMLResponse(_frame_message(message), headers={"Cache-Control": "no-store"})
-        links = example_links(server.config, selection.email)
+        links = example_links(server.config, selection.email, selection.name)
         html = frame_html(build.rendered.html, scheme=selection.scheme, links=links)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
@@ -422,7 +426,9 @@ def create_app(settings: PreviewSettings) -> Starlette:
         selection = await run_in_threadpool(server.selection, request.query_params)
         build = await run_in_threadpool(server.build, selection)
         if build.rendered is not None:
-            body = with_links(build.rendered.text, example_links(server.config, selection.email))
+            body = with_links(
+                build.rendered.text, example_links(server.config, selection.email, selection.name)
+            )
         else:
             body = build.problem.text if build.problem else ""
         return PlainTextResponse(body, headers={"Cache-Control": "no-store"})

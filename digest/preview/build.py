@@ -21,7 +21,15 @@ from typing import Any
 from digest.check import Finding, check_edition
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import DigestError, EmptyEditionError, RenderError
-from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, LoadResult, RenderedEdition, Skip
+from digest.model import (
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    Edition,
+    LoadResult,
+    RenderedEdition,
+    Skip,
+    reader_token,
+)
 
 ALL_CATEGORIES = "(all)"  # the manifest's counts key for a reader of every category
 SNIPPET_CONTEXT = 3  # lines shown either side of the line an error names
@@ -146,15 +154,18 @@ def edition_manifest(
 
 
 EXAMPLE_TOKEN = "each-reader-gets-their-own-link"
+SAMPLE_READER = "Ada"  # whose per-reader fields a preview shows when no reader is picked
 
 
-def example_links(config: Config | None, email: str = "") -> dict[str, str]:
-    """What a preview shows where each reader's own signed links go: never the raw placeholders.
+def example_links(config: Config | None, email: str = "", name: str | None = None) -> dict[str, str]:
+    """What a preview shows where each reader's own signed links and fields go: never the raw
+    placeholders.
 
     For a subscriber picked by address, their real preference-centre and unsubscribe links (so
     the preview's footer works as theirs will; the unsubscribe page asks for a click, so
-    following it changes nothing). Otherwise a link on the site that says plainly that each
-    reader gets their own.
+    following it changes nothing) and their own fields (``edition.reader_fields``, e.g. the
+    greeting with their ``name``). Otherwise a link on the site that says plainly that each
+    reader gets their own, and a sample reader's fields ("Hello Ada,").
     """
     base = config.web.base_url.rstrip("/") if config is not None else ""
     if email and config is not None:
@@ -164,7 +175,20 @@ def example_links(config: Config | None, email: str = "") -> dict[str, str]:
     else:
         preferences = f"{base}/preferences/{EXAMPLE_TOKEN}"
         unsubscribe = f"{base}/unsubscribe/{EXAMPLE_TOKEN}"
-    return {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe}
+    return {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe, **_reader_values(config, email, name)}
+
+
+def _reader_values(config: Config | None, email: str, name: str | None) -> dict[str, str]:
+    """Each switched-on per-reader field's placeholder -> the value the preview shows."""
+    if config is None or not config.edition.reader_fields:
+        return {}
+    from digest.send.personalize import READER_FIELDS  # the one home of the fields' values
+
+    shown = SAMPLE_READER if name is None else name
+    return {
+        reader_token(field): READER_FIELDS[field](shown, email) if field in READER_FIELDS else ""
+        for field in config.edition.reader_fields
+    }
 
 
 def with_links(text: str, links: dict[str, str]) -> str:
