@@ -566,3 +566,25 @@ def test_preview_out_shows_a_sample_greeting_in_html_and_text(preview_site):
         body = (out / name).read_text(encoding="utf-8")
         assert "__DIGEST_" not in body, name
         assert "Hello Ada," in body, name
+
+
+def test_page_lists_weak_leads_beside_the_other_checks(preview_site):
+    preview_site.write_post(
+        "2026-01-07-agenda.md",
+        "Agenda for the week",
+        "Tech",
+        "2026-01-07 10:00",
+        body="Our plans for the harbour include:\n",  # no prose: the lead is empty
+    )
+    with client_for(preview_site) as client:
+        weak = client.get("/?c=Tech").text
+        fine = client.get("/?c=News").text
+    checks = weak[weak.index('id="checks"') : weak.index("</section>", weak.index('id="checks"'))]
+    assert re.search(
+        r'class="finding warning"><span class="level">warning</span><span><code>lead</code> '
+        r"lead of 2026-01-07-agenda\.md ",
+        checks,
+    ), checks
+    assert "no prose found: add an `excerpt:`" in checks
+    assert "<code>lead</code> Every lead reads as prose (2 posts)" not in checks
+    assert "<code>lead</code> Every lead reads as prose" in fine

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from digest.check import Finding, check_edition
+from digest.check import Finding, check_edition, check_leads
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import DigestError, EmptyEditionError, RenderError
 from digest.model import (
@@ -116,7 +116,11 @@ def build_preview(
         if out_dir is not None:
             result.written = write_outputs(out_dir, result.rendered, result.manifest, config=config)
         if checks and result.rendered is not None:
-            result.findings = [*run_checks(result.rendered, config), send_speed(config, edition)]
+            result.findings = [
+                *run_checks(result.rendered, config),
+                *check_leads(edition),  # the weak leads `digest preview` and `digest check` print
+                send_speed(config, edition),
+            ]
     except Exception as exc:  # the page shows every failure; the server keeps running
         result.problem = problem_from(exc, config, posts_dir)
     return result
