@@ -317,7 +317,9 @@ def test_a_change_bumps_the_token_and_rebuilds(preview_site):
         preview_site.write_post(
             "2026-01-06-compiler.md", "A much faster compiler", "Tech", "2026-01-06 10:30"
         )
+        assert len(server.renderers) == 1  # the server holds its built templates...
         server.bump("posts/2026-01-06-compiler.md changed")
+        assert len(server.renderers) == 0  # ... and forgets them on a change
         state = client.get("/state").json()
         html = client.get("/").text
     assert state["token"] != before and state["last_change"] == "posts/2026-01-06-compiler.md changed"

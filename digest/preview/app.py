@@ -58,6 +58,7 @@ from digest.preview.build import (
     with_links,
     write_outputs,
 )
+from digest.render import RendererCache
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class PreviewServer:
         self.config = self.settings.config
         self._queues: set[asyncio.Queue[str]] = set()
         self._cache: dict[tuple[Any, ...], tuple[float, PreviewBuild]] = {}
+        self.renderers = RendererCache(size=4)  # this server's built templates, cleared on a change
         self._lock = threading.Lock()
         self._flashes: dict[str, tuple[str, str]] = {}
         self._stop: asyncio.Event | None = None
@@ -147,9 +149,7 @@ class PreviewServer:
 
     def bump(self, reason: str) -> None:
         """Something changed on disk: forget builds and tell every open page to reload."""
-        from digest import render
-
-        render.clear_cache()
+        self.renderers.clear()
         with self._lock:
             self.version += 1
             self._cache.clear()
@@ -189,6 +189,7 @@ class PreviewServer:
             categories=selection.categories,
             posts_dir=self.settings.posts_dir,
             out_dir=self.settings.out_dir,  # None: nothing written unless the editor saves
+            renderers=self.renderers,
         )
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < CACHE_SECONDS}

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from digest.check import Finding, check_edition, check_leads
 from digest.config import BUILTIN_TEMPLATES, Config
@@ -30,6 +30,9 @@ from digest.model import (
     Skip,
     reader_token,
 )
+
+if TYPE_CHECKING:
+    from digest.render import RendererCache
 
 ALL_CATEGORIES = "(all)"  # the manifest's counts key for a reader of every category
 SNIPPET_CONTEXT = 3  # lines shown either side of the line an error names
@@ -93,8 +96,13 @@ def build_preview(
     out_dir: Path | None = None,
     use_cache: bool = True,
     checks: bool = True,
+    renderers: RendererCache | None = None,
 ) -> PreviewBuild:
-    """Build, render, check and (with ``out_dir``) write one edition; never raises for bad input."""
+    """Build, render, check and (with ``out_dir``) write one edition; never raises for bad input.
+
+    ``renderers``: the caller's built renderers (the preview server's, cleared when templates
+    change); default render.SHARED.
+    """
     from digest import pipeline
 
     result = PreviewBuild(categories=tuple(categories), as_of=as_of)
@@ -108,7 +116,9 @@ def build_preview(
         edition = pipeline.build_edition(config, as_of=as_of, categories=list(categories), posts=loaded)
         result.edition = edition
         try:
-            edition, result.rendered = pipeline.render_isolated(config, edition)  # a broken post is left out
+            edition, result.rendered = pipeline.render_isolated(
+                config, edition, renderers=renderers
+            )  # broken posts left out
             result.edition = edition
         except EmptyEditionError as exc:
             result.problem = Problem("Nothing to send", str(exc))
@@ -119,7 +129,7 @@ def build_preview(
             result.findings = [
                 *run_checks(result.rendered, config),
                 *check_leads(edition),  # the weak leads `digest preview` and `digest check` print
-                send_speed(config, edition),
+                send_speed(config, edition, renderers),
             ]
     except Exception as exc:  # the page shows every failure; the server keeps running
         result.problem = problem_from(exc, config, posts_dir)
@@ -244,11 +254,11 @@ def run_checks(
     return check_edition(rendered, config, headers=headers)
 
 
-def send_speed(config: Config, edition: Edition) -> Finding:
+def send_speed(config: Config, edition: Edition, renderers: RendererCache | None = None) -> Finding:
     """Whether a send assembles these templates from pieces or renders every set in full."""
     from digest.render import assembly_reason
 
-    reason = assembly_reason(edition, config)
+    reason = assembly_reason(edition, config, renderers=renderers)
     if reason is None:
         return Finding(
             "ok", "send-speed", "A send assembles this template from pieces (templates/README.md)."
