@@ -270,3 +270,36 @@ def test_archive_on_by_default_links_the_page(tmp_path: Path) -> None:
     rendered = pipeline.render(config, pipeline.build_edition(config, as_of=AS_OF))
     assert "View in your browser: https://news.example.com/archive/2026-W02" in rendered.text
     assert "Past editions: https://news.example.com/archive" in rendered.text
+
+
+def test_an_edition_sent_to_nobody_has_no_page_and_does_not_stop_the_archive(tmp_path: Path) -> None:
+    """A run in a week with nothing new records its edition as sent with no posts (found by
+    running the README's commands on a fresh clone: `digest archive` then failed outright)."""
+    config = make_site(tmp_path)
+    (tmp_path / "config.toml").write_text(
+        '[posts]\nfolder = "posts"\ncache = ".cache"\n[database]\nurl = "sqlite:///digest.db"\n',
+        encoding="utf-8",
+    )
+    store = open_store(config)
+    try:
+        publish(store, config, "2026-W02")
+        empty = pipeline.manifest(
+            pipeline.build_edition(config, as_of=datetime(2026, 11, 29, tzinfo=UTC)), None, config
+        )
+        assert empty["post_count"] == 0
+        window = Window(datetime(2026, 11, 22, tzinfo=UTC), datetime(2026, 11, 29, tzinfo=UTC))
+        editions.record_edition(store, edition_id="2026-W48", window=window, manifest=empty)
+        editions.set_status(store, "2026-W48", "sent", sent_at=datetime(2026, 11, 29, tzinfo=UTC))
+        assert [e.id for e in published_editions(store)] == ["2026-W02"]
+        with pytest.raises(ArchiveError, match="had no posts"):
+            find_edition(published_editions(store), "2026-W48")
+    finally:
+        store.dispose()
+    out = tmp_path / "site"
+    result = CliRunner().invoke(
+        cli_main, ["--config", str(tmp_path / "config.toml"), "archive", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Wrote 1 edition(s)" in result.output
+    assert "2026-W48" not in (out / "index.html").read_text(encoding="utf-8")
+    assert not (out / "2026-W48").exists()
