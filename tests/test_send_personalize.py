@@ -51,6 +51,17 @@ def test_an_address_twice_in_a_batch_is_refused() -> None:
         Personalizer(SPEC).build([(1, "a@example.org", ""), (2, "A@example.org", "")])
 
 
+def test_the_one_address_rule_decides_what_is_twice() -> None:
+    """``digest.addresses.key``: case is one reader, ß and ss are two (casefold() once merged them)."""
+    parts = Personalizer(SPEC).build([(1, "strasse@x.example", ""), (2, "straße@x.example", "")])
+    assert [p["to"][0]["email"] for p in json.loads(f"[{parts}]")] == [
+        "strasse@x.example",
+        "straße@x.example",
+    ]
+    with pytest.raises(SendError, match=r"^STRASSE@x\.example appears twice"):
+        Personalizer(SPEC).build([(1, "strasse@x.example", ""), (2, "STRASSE@x.example", "")])
+
+
 def _unsigned(parts: str) -> str:
     """Personalizations with each signed token replaced by what it verifies as (purpose, email)."""
     signer = Signer(SPEC.secret)

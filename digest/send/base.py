@@ -176,7 +176,7 @@ class BulkSender(Sender, Protocol):
         ...
 
     def suppressions(self) -> dict[str, str]:
-        """Suppressed addresses (casefolded) -> the list they are on."""
+        """Suppressed addresses (``digest.addresses.key``) -> the list they are on."""
         ...
 
     def new_batch_id(self) -> str:

@@ -63,6 +63,7 @@ from datetime import UTC, datetime
 
 from digest import editions
 from digest import subscribers as subs
+from digest.addresses import key as address_key
 from digest.config import Config
 from digest.errors import DigestError, ProviderAuthError, SendError, StoreError
 from digest.model import Subscriber
@@ -286,7 +287,7 @@ class _Run:
                 summary.already_sent += 1
                 continue
             if suppressed:
-                why = suppressed.get(email.casefold())
+                why = suppressed.get(address_key(email))
                 if why:
                     summary.skipped[f"on SendGrid's {why} list"] += 1
                     skipped.append((sid, label, f"suppressed by SendGrid ({why})"))

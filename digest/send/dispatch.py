@@ -168,18 +168,27 @@ class PipelinedDispatcher:
             variant.prefix = sender.prepared_prefix(b.message(variant, ()))
         b.summary.batches += 1
         if self.poster is None or b.lock is None:  # a dry run: the same limits a real send checks
-            sender.prepared_body(variant.prefix, self.personalizer.build(members), len(members))
+            try:
+                sender.prepared_body(variant.prefix, self.personalizer.build(members), len(members))
+            except SendError as exc:  # what the real send would do: this batch fails, the run goes on
+                b.summary.batches_failed += 1
+                b.summary.failed[reason(str(exc))] += len(members)
+                return
             b.summary.sent += len(members)
             return
         self.drain()
         if self.auth_error is not None:
             raise self.auth_error
         # Big batches' personalizations are built by the worker while this thread goes on.
-        parts: str | Future[str] = (
-            self.pool.submit(members)
-            if self.pool is not None and len(members) >= POOL_MIN_BATCH
-            else self.personalizer.build(members)
-        )
+        parts: str | Future[str]
+        if self.pool is not None and len(members) >= POOL_MIN_BATCH:
+            parts = self.pool.submit(members)
+        else:
+            try:
+                parts = self.personalizer.build(members)
+            except SendError as exc:  # this batch cannot be built: it fails alone (recorded below)
+                parts = Future()
+                parts.set_exception(exc)
         b.lock.renew()
         self.poster.put(_Posting(variant, 0, [m[0] for m in members], parts))  # waits when it is full
 
@@ -297,6 +306,8 @@ class _Poster:
                 else:
                     answered = None
                     self._post(job, data)
+            elif not self.stop.is_set() and job.error is not None:
+                answered = self._record_unbuildable(job, answered)
             answered = self._write(answered)  # only when begin_batch did not write it
             if job.batch_id:  # an unrecorded batch has no row to answer (a rerun sends it)
                 answered = _finished(job)
@@ -314,6 +325,17 @@ class _Poster:
             job.error = exc
         except Exception as exc:  # the worker died: not sent, and a rerun sends it
             job.error = SendError(f"not sent: building the request failed ({type(exc).__name__}: {exc})")
+        return None
+
+    def _record_unbuildable(self, job: _Posting, answered: Finished | None) -> Finished | None:
+        """A batch whose request could not be built (an address twice, a limit): recorded, then
+        failed with its reason (``digest status`` shows it), so it fails alone and a rerun retries it.
+        Nothing was posted, so it is never undecided."""
+        try:
+            job.batch_id = self.ledger.record_in_flight(self.raw, job.variant, job.ids, answered)
+        except Exception:  # not recorded: counted failed in the summary, and a rerun sends it
+            log.exception("Could not record the failed batch of edition %s", self.ledger.edition_id)
+            return answered
         return None
 
     def _post(self, job: _Posting, data: str) -> None:

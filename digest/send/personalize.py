@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
 
+from digest.addresses import key as address_key
 from digest.config import Config
 from digest.errors import ConfigError, SendError
 from digest.links import LinkMaker, Signer, load_secret
@@ -138,8 +139,9 @@ class Personalizer:
     def build(self, members: Sequence[Member]) -> str:
         """The batch's personalizations, comma-joined; raises SendError on an address twice."""
         emails = [m[1] for m in members]
-        if len({e.casefold() for e in emails}) != len(emails):
-            raise SendError("An address appears twice in one batch; SendGrid refuses duplicates.")
+        twice = first_repeat(emails)
+        if twice is not None:
+            raise SendError(f"{twice} appears twice in one batch; SendGrid refuses duplicates.")
         fragment = self.writer.fragment
         urls = self.links.personal_urls_many(emails)
         if self.fields:
@@ -156,6 +158,17 @@ class Personalizer:
                 for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
             ]
         )
+
+
+def first_repeat(emails: Sequence[str]) -> str | None:
+    """The first address whose key (``digest.addresses.key``, the one rule) came before, or None."""
+    seen: set[str] = set()
+    for email in emails:
+        k = address_key(email)
+        if k in seen:
+            return email
+        seen.add(k)
+    return None
 
 
 def _encoded(values: dict[str, str]) -> str:
