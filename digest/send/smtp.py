@@ -15,18 +15,28 @@ import random
 import smtplib
 import ssl
 import time
-from email import policy
 from typing import TYPE_CHECKING
 
 from digest.config import SMTP_PASSWORD_ENV
 from digest.errors import ProviderAuthError, SendError
-from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, build_mime, retry_base_seconds
+from digest.send.base import (
+    BatchMessage,
+    BatchResult,
+    OutgoingMessage,
+    mime_bytes,
+    needs_smtputf8,
+    retry_base_seconds,
+)
 from digest.send.headers import list_id
 
 if TYPE_CHECKING:
     from digest.config import Config
 
 log = logging.getLogger(__name__)
+
+
+class _NoSMTPUTF8(Exception):
+    """The server cannot take this reader's address (kept apart from the retried errors)."""
 
 
 class SMTPSender:
@@ -81,20 +91,32 @@ class SMTPSender:
             self._smtp = None
 
     def send_one(self, message: OutgoingMessage) -> str:
-        msg = build_mime(
+        msg, data = mime_bytes(
             message,
             from_email=self.from_email,
             from_name=self.from_name,
             reply_to=self.reply_to,
             list_id=self.list_id,
         )
-        data = msg.as_bytes(policy=policy.SMTP)
         envelope_from = message.from_email or self.from_email
+        utf8 = needs_smtputf8(message.to, envelope_from)
         attempt = 0
         while True:
             try:
-                self._connect().sendmail(envelope_from, [message.to], data)
+                smtp = self._connect()
+                options: list[str] = []
+                if utf8:
+                    smtp.ehlo_or_helo_if_needed()
+                    if not smtp.has_extn("smtputf8"):  # not retried: no retry changes the server
+                        raise _NoSMTPUTF8(
+                            f"{message.to}: the SMTP server does not offer SMTPUTF8, which an address "
+                            "that is not ASCII needs; this reader was not sent"
+                        )
+                    options = ["SMTPUTF8", "BODY=8BITMIME"]
+                smtp.sendmail(envelope_from, [message.to], data, mail_options=options)
                 return str(msg["Message-ID"]).strip("<>")
+            except _NoSMTPUTF8 as exc:
+                raise SendError(str(exc)) from None
             except ProviderAuthError:
                 raise
             except smtplib.SMTPRecipientsRefused as exc:
