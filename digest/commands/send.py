@@ -111,7 +111,7 @@ def send_command(
         address = normalise_email(test_address)  # refuses what is not an address, saying why
         keys = known_categories(config, named)
     when = parse_as_of(send_at, config.tz) if send_at else None
-    store = open_store(config)
+    store = open_store(config, create=not dry_run)  # a dry run never creates a database
     try:
         plan = weekly.plan_for_send(config, store, moment(config, as_of))
         if test_address:
@@ -229,7 +229,7 @@ def status_command(edition_id: str | None) -> None:
 
     config = _config(None)
     console = Console()
-    store = open_store(config)
+    store = open_store(config, create=False)  # looking never creates a database
     try:
         st = edition_status(store, _edition_id(store, edition_id))
     finally:
@@ -286,7 +286,7 @@ def cancel_command(edition_id: str | None) -> None:
     from digest.store import open_store
 
     config = _config(None)
-    store = open_store(config)
+    store = open_store(config, create=False)  # nothing to cancel in a database that is not there
     try:
         edition_id = _edition_id(store, edition_id)
         st = cancel(config, store, edition_id)

@@ -116,7 +116,7 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
     """
     from digest import subscribers
     from digest.errors import StoreError
-    from digest.store import provider_events, utcnow
+    from digest.store import DatabaseBusyError, provider_events, utcnow
 
     if store.dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -170,6 +170,8 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
                 summary.unknown += 1
                 continue
             subscribers.set_status(store, email, status, source="sendgrid", detail=detail)
+        except DatabaseBusyError:
+            raise  # nothing was written: the provider must retry the whole post, not lose it
         except StoreError:
             summary.unknown += 1
             continue
