@@ -123,7 +123,13 @@ class SerialDispatcher:
         failed = {by_email[e]: why for e, why in result.failed.items() if e in by_email}
         ids_seen = set(result.message_ids.values())
         message_id = next(iter(ids_seen)) if len(ids_seen) == 1 else None
-        b.ledger.finish([Finished(batch_row, ids, message_id=message_id, failed=failed)])
+        # Every reader refused (the SMTP server down): the batch failed, it was not "accepted".
+        error = (
+            f"every reader failed: {reason(next(iter(failed.values())))}" if len(failed) == len(ids) else None
+        )
+        b.ledger.finish([Finished(batch_row, ids, message_id=message_id, failed=failed, error=error)])
+        if error is not None:
+            summary.batches_failed += 1
         if len(ids_seen) > 1:
             b.ledger.per_recipient_ids(batch_row, {by_email[e]: m for e, m in result.message_ids.items()})
         for why in failed.values():
