@@ -89,7 +89,7 @@ class PersonalizationSpec:
 
 
 class PersonalLinks:
-    """Per-recipient links and headers: one payload encode and two HMACs per reader."""
+    """Per-recipient links and headers: two short reader tokens (``digest.links``) per reader."""
 
     def __init__(self, config: Config, *, secret: str | None = None) -> None:
         self.base_url = config.web.base_url
@@ -102,7 +102,8 @@ class PersonalLinks:
         return self.member(sub.id, sub.email, sub.name)
 
     def member(self, sid: int, email: str, name: str) -> Recipient:
-        preferences, unsubscribe = self.personal_urls(email)
+        # id 0: a test copy (no reader row to look up), so its links carry the address instead
+        preferences, unsubscribe = self.personal_urls(email, sid if sid > 0 else None)
         substitutions = {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe}
         if self.fields:
             substitutions.update(field_values(self.fields, name, email))
@@ -143,7 +144,7 @@ class Personalizer:
         if twice is not None:
             raise SendError(f"{twice} appears twice in one batch; SendGrid refuses duplicates.")
         fragment = self.writer.fragment
-        urls = self.links.personal_urls_many(emails)
+        urls = self.links.personal_urls_many([(m[0], m[1]) for m in members])
         if self.fields:
             fields = self.fields
             return ",".join(
