@@ -149,3 +149,22 @@ def test_smtp_down_is_not_called_sent_or_accepted(
     assert shown.returncode == 0, shown.stderr
     assert "accepted" not in shown.stdout and "not sent: all 5 readers failed" in shown.stdout
     site.store.dispose()
+
+
+def test_a_batch_that_cannot_be_built_fails_alone_with_its_reason(
+    fake_sendgrid: FakeSendGrid, send_site: SendSite
+) -> None:
+    """Two rows one address key apart (a database from before the one rule): that batch fails,
+    recorded with its reason for `digest status`; every other batch goes out; a rerun retries it."""
+    send_site.add("ana@x.example", "US")
+    send_site.add("zed@x.example", "US")
+    others = [send_site.add(f"r{i}@example.org", "Europe").email for i in range(5)]
+    with send_site.store.engine.begin() as conn:  # the legacy row: its key was computed by another rule
+        conn.exec_driver_sql("UPDATE subscribers SET email = 'ANA@x.example' WHERE email = 'zed@x.example'")
+    summary = deliver(send_site.config, send_site.store, as_of=WHEN, sender_name="sendgrid")
+    assert summary.sent == 5 and summary.failed_total == 2 and summary.batches_failed == 1
+    assert set(fake_sendgrid.delivered()) == set(others)
+    st = edition_status(send_site.store, "2026-W02")
+    assert st.readers["failed"] == 2 and st.readers["sent"] == 5 and st.audience == 7
+    assert st.reasons == {"ANA@x.example appears twice in one batch; SendGrid refuses duplicates.": 2}
+    assert st.batches == {"accepted": 1, "failed": 1}

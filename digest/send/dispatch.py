@@ -170,11 +170,18 @@ class PipelinedDispatcher:
         if self.auth_error is not None:
             raise self.auth_error
         b, sender = self.b, self.sender
+        unbuildable: SendError | None = None  # this email cannot be a request: its batches fail alone
         if variant.prefix is None:
-            variant.prefix = sender.prepared_prefix(b.message(variant, ()))
+            try:
+                variant.prefix = sender.prepared_prefix(b.message(variant, ()))
+            except SendError as exc:
+                unbuildable = exc
         b.summary.batches += 1
         if self.poster is None or b.lock is None:  # a dry run: the same limits a real send checks
             try:
+                if unbuildable is not None:
+                    raise unbuildable
+                assert variant.prefix is not None
                 sender.prepared_body(variant.prefix, self.personalizer.build(members), len(members))
             except SendError as exc:  # what the real send would do: this batch fails, the run goes on
                 b.summary.batches_failed += 1
@@ -187,7 +194,10 @@ class PipelinedDispatcher:
             raise self.auth_error
         # Big batches' personalizations are built by the worker while this thread goes on.
         parts: str | Future[str]
-        if self.pool is not None and len(members) >= POOL_MIN_BATCH:
+        if unbuildable is not None:
+            parts = Future()
+            parts.set_exception(unbuildable)
+        elif self.pool is not None and len(members) >= POOL_MIN_BATCH:
             parts = self.pool.submit(members)
         else:
             try:
