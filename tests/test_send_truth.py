@@ -168,3 +168,38 @@ def test_a_batch_that_cannot_be_built_fails_alone_with_its_reason(
     assert st.readers["failed"] == 2 and st.readers["sent"] == 5 and st.audience == 7
     assert st.reasons == {"ANA@x.example appears twice in one batch; SendGrid refuses duplicates.": 2}
     assert st.batches == {"accepted": 1, "failed": 1}
+
+
+def test_a_busy_database_answers_busy_and_the_retry_is_not_lost(
+    tmp_path: Path, fast_retries: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SendGrid retries a post we answer 5xx: a busy database must neither swallow the event
+    (counted "unknown") nor leave it recorded as seen, or the retry would be a "duplicate"."""
+    import sqlite3
+
+    from digest import store as store_module
+    from digest import subscribers
+    from digest.send.webhook import record_events
+    from digest.store import DatabaseBusyError
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    site = SendSite(tmp_path)
+    site.add("ana@example.org", "US")
+    events = [{"event": "unsubscribe", "email": "ana@example.org", "sg_event_id": "e1", "timestamp": 1}]
+    real = subscribers.set_status
+    other = sqlite3.connect(tmp_path / "digest.db", isolation_level=None)
+
+    def another_writer_first(*args: object, **kwargs: object) -> object:
+        other.execute("BEGIN IMMEDIATE")  # a real second writer takes the lock at this moment
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subscribers, "set_status", another_writer_first)
+    with pytest.raises(DatabaseBusyError):
+        record_events(site.store, events)
+    other.execute("ROLLBACK")
+    other.close()
+    monkeypatch.setattr(subscribers, "set_status", real)
+    retry = record_events(site.store, events)  # the provider's retry of the same post
+    assert (retry.recorded, retry.duplicates, retry.unknown) == (1, 0, 0)
+    assert subscribers.get(site.store, "ana@example.org").status == "unsubscribed"  # type: ignore[union-attr]
+    site.store.dispose()
