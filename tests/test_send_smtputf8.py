@@ -121,3 +121,39 @@ def test_a_message_that_cannot_be_built_fails_that_reader_alone(tmp_path: Path, 
     assert set(result.message_ids) == set(READERS)
     assert list(result.failed) == ["eve@example.org"]
     assert result.failed["eve@example.org"].startswith("eve@example.org: the message cannot be built")
+
+
+def test_a_send_over_smtp_fails_only_the_reader_the_server_cannot_take(
+    server: tuple[_Sink, int, bool], tmp_path: Path, fast_retries: None
+) -> None:
+    """The whole path: deliver, the ledger, `digest status` with the reason; a rerun sends nobody twice."""
+    from datetime import datetime
+
+    from send_fixtures import AS_OF, SendSite
+
+    from digest.send.status import edition_status
+    from digest.weekly import send as deliver
+
+    sink, port, offered = server
+    site = SendSite(tmp_path, sender={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_security": "none"})
+    for email in READERS:
+        site.add(email, "US")
+    when = datetime.fromisoformat(AS_OF)
+    summary = deliver(site.config, site.store, as_of=when, sender_name="smtp")
+    st = edition_status(site.store, "2026-W02")
+    assert st.audience == 3
+    if offered:
+        assert summary.sent == 3 and st.readers["sent"] == 3
+    else:
+        assert summary.sent == 2 and st.readers["failed"] == 1
+        assert list(st.reasons) == [
+            "jöhn@example.com: the SMTP server does not offer SMTPUTF8, which an address that is not "
+            "ASCII needs; this reader was not sent"
+        ]
+        assert st.batches == {"accepted": 1}  # two of its readers were sent
+    again = deliver(site.config, site.store, as_of=when, sender_name="smtp")
+    assert again.sent == 0 and again.already_sent == st.readers["sent"]
+    assert sorted(r[0] for _, r, _ in sink.messages) == sorted(
+        READERS if offered else set(READERS) - {"jöhn@example.com"}
+    )
+    site.store.dispose()
