@@ -1037,6 +1037,8 @@ def test_reader_token_links_work_and_are_bound_to_the_reader(
     assert refused.status_code >= 400 and subs.get(db, "bo@example.com").status == "active"  # type: ignore[union-attr]
     unknown = signer.sign_reader(UNSUBSCRIBE, 99_999, "ana@example.com")
     assert client.get(f"/unsubscribe/{unknown}").status_code >= 400
+    huge = signer.sign_reader(UNSUBSCRIBE, 2**62, "ana@example.com")
+    assert 400 <= client.get(f"/unsubscribe/{huge}").status_code < 500
     done = client.post(unsub.removeprefix(BASE), content=b"List-Unsubscribe=One-Click")
     assert done.status_code == 200 and "You're unsubscribed" in text(done)
     assert subs.get(db, "ana@example.com").status == "unsubscribed"  # type: ignore[union-attr]

@@ -219,6 +219,8 @@ class WebApp:
 
         from digest.store import subscribers as table
 
+        if subscriber_id > 2**31 - 1:  # no such id (the column is a 32-bit integer on PostgreSQL)
+            return None
         with self.store.reading() as c:
             found = c.execute(select(table.c.email).where(table.c.id == subscriber_id)).scalar_one_or_none()
         return None if found is None else str(found)
