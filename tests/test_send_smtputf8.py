@@ -146,10 +146,10 @@ def test_a_send_over_smtp_fails_only_the_reader_the_server_cannot_take(
         assert summary.sent == 3 and st.readers["sent"] == 3
     else:
         assert summary.sent == 2 and st.readers["failed"] == 1
-        assert list(st.reasons) == [
-            "jöhn@example.com: the SMTP server does not offer SMTPUTF8, which an address that is not "
-            "ASCII needs; this reader was not sent"
-        ]
+        assert st.reasons == {
+            "the SMTP server does not offer SMTPUTF8, which an address that is not ASCII needs; "
+            "this reader was not sent": 1
+        }
         assert st.batches == {"accepted": 1}  # two of its readers were sent
     again = deliver(site.config, site.store, as_of=when, sender_name="smtp")
     assert again.sent == 0 and again.already_sent == st.readers["sent"]

@@ -133,13 +133,17 @@ def test_smtp_down_is_not_called_sent_or_accepted(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     site = SendSite(tmp_path, sender={"smtp_host": "127.0.0.1", "smtp_port": port, "smtp_security": "none"})
-    site.add_many(5)
+    for i in range(5):  # one category set: one batch
+        site.add(f"r{i}@example.org", "US")
     summary = deliver(site.config, site.store, as_of=WHEN, sender_name="smtp")
     assert summary.sent == 0 and summary.failed_total == 5 and summary.batches_failed == summary.batches
     st = edition_status(site.store, "2026-W02")
     assert "accepted" not in st.batches and st.batches.get("failed") == summary.batches
     assert st.readers["failed"] == st.audience == 5
     assert st.shown_status == "not sent: all 5 readers failed, see below"
+    # one reader was retried; the rest of its batch failed at once, and the reasons group
+    assert sorted(st.reasons.values()) == [1, 4] and all("connect" in r for r in st.reasons)
+    assert min(st.reasons, key=len).startswith("the SMTP connection failed")
     (tmp_path / "config.toml").write_text(
         f'categories = ["US", "Europe", "Asia", "Markets", "Technology", "Climate"]\n'
         f'[database]\nurl = "sqlite:///{tmp_path / "digest.db"}"\n',

@@ -39,6 +39,10 @@ class _NoSMTPUTF8(Exception):
     """The server cannot take this reader's address (kept apart from the retried errors)."""
 
 
+class _Unreachable(SendError):
+    """The connection to the server failed after every retry: the server is down, not the reader."""
+
+
 class SMTPSender:
     name = "smtp"
 
@@ -130,6 +134,8 @@ class SMTPSender:
             except (smtplib.SMTPServerDisconnected, SendError, OSError) as exc:
                 self._drop()
                 problem, temporary = f"the SMTP connection failed ({exc})", True
+                if attempt >= self.max_retries:  # the server, not this reader: see send_batch
+                    raise _Unreachable(f"{message.to}: {problem}") from None
             if not temporary or attempt >= self.max_retries:
                 raise SendError(f"{message.to}: {problem}")
             attempt += 1
@@ -139,11 +145,18 @@ class SMTPSender:
 
     def send_batch(self, batch: BatchMessage) -> BatchResult:
         result = BatchResult()
+        unreachable = ""
         for recipient in batch.recipients:
+            if unreachable:  # retried already for a reader of this batch: the rest fail at once
+                result.failed[recipient.email] = f"{recipient.email}: not tried, {unreachable}"
+                continue
             try:
                 result.message_ids[recipient.email] = self.send_one(batch.personalise(recipient))
             except ProviderAuthError:
                 raise
+            except _Unreachable as exc:
+                result.failed[recipient.email] = str(exc)
+                unreachable = str(exc).split(": ", 1)[-1]
             except SendError as exc:
                 result.failed[recipient.email] = str(exc)
         return result

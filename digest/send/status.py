@@ -14,7 +14,7 @@ from digest.errors import SendError
 from digest.send import make_sender
 from digest.send.base import BulkSender, Sender
 from digest.send.ledger import Ledger
-from digest.send.summary import InFlightBatch
+from digest.send.summary import InFlightBatch, reason
 from digest.store import Store, batches, deliveries, subscribers
 from digest.store import editions as editions_table
 
@@ -165,12 +165,20 @@ def edition_status(store: Store, edition_id: str) -> EditionStatus:
         sendgrid_batch_id=row.sendgrid_batch_id,
         lock_owner=row.lock_owner if row.lock_expires and row.lock_expires > datetime.now(UTC) else None,
         deliveries={str(k): int(v) for k, v in state_counts.items()},
-        reasons={str(k or "?"): int(v) for k, v in reason_counts.items()},
+        reasons=_grouped(reason_counts),
         batches={str(k): int(v) for k, v in batch_states.items()},
         in_flight=Ledger(store, edition_id).in_flight(),
         category_sets={str(k): int(v) for k, v in sets.items()},
         readers=readers,
     )
+
+
+def _grouped(counts: Counter[str | None]) -> dict[str, int]:
+    """Reasons as the send's summary groups them: "a@x: refused" and "b@x: refused" are one row."""
+    out: Counter[str] = Counter()
+    for error, n in counts.items():
+        out[reason(error) if error else "?"] += int(n)
+    return dict(out)
 
 
 def cancel(config: Config, store: Store, edition_id: str, *, sender: Sender | None = None) -> EditionStatus:
