@@ -74,7 +74,11 @@ def edition_url(config: Config, edition_id: str) -> str:
 
 
 def published_editions(store: Any) -> list[ArchivedEdition]:
-    """Editions that went out (or are going out), newest window first."""
+    """Editions that went out (or are going out) with posts in them, newest window first.
+
+    A run in a week with nothing new records its edition as sent to nobody; it has no page (and
+    no posts to make one of), so it is not listed, linked or put in the feed.
+    """
     from digest.store import editions
 
     query = (
@@ -90,7 +94,7 @@ def published_editions(store: Any) -> list[ArchivedEdition]:
     )
     with store.session() as s:
         rows = s.execute(query).all()
-    return [
+    found = [
         ArchivedEdition(
             id=row.id,
             window_start=_aware(row.window_start),
@@ -100,13 +104,16 @@ def published_editions(store: Any) -> list[ArchivedEdition]:
         )
         for row in rows
     ]
+    return [entry for entry in found if entry.post_count]
 
 
 def find_edition(entries: Sequence[ArchivedEdition], edition_id: str) -> ArchivedEdition:
     for entry in entries:
         if entry.id == edition_id:
             return entry
-    raise ArchiveError(f"No edition {edition_id!r} in the archive: it was never sent, or it was cancelled.")
+    raise ArchiveError(
+        f"No edition {edition_id!r} in the archive: it was never sent, was cancelled, or had no posts."
+    )
 
 
 def build_archived(config: Config, entry: ArchivedEdition, posts: LoadResult) -> Edition:

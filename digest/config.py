@@ -133,6 +133,9 @@ class WebConfig:
     # means `digest serve` at base_url + "/archive". Set it when `digest archive --out` files
     # are hosted elsewhere.
     archive_url: str = ""
+    # The public archive: `digest serve`'s /archive pages and feed, `digest archive --out`, and
+    # each email's "view in browser" / "past editions" links. false: none of them (404).
+    archive: bool = True
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,10 @@ class Config:
 
     @property
     def archive_url(self) -> str:
-        """The web archive's address, no trailing slash (digest.archive serves or writes it)."""
+        """The web archive's address, no trailing slash (digest.archive serves or writes it);
+        empty when ``web.archive`` is off, so no email links to it."""
+        if not self.web.archive:
+            return ""
         return (self.web.archive_url or self.web.base_url.rstrip("/") + "/archive").rstrip("/")
 
     @property
@@ -251,6 +257,8 @@ def _build_section(cls: type, data: Any, where: str, source: str) -> Any:
             value = float(value) if ok else value
         elif expected is str:
             ok = isinstance(value, str)
+        elif expected is bool:
+            ok = isinstance(value, bool)
         elif expected == tuple[str, ...]:
             ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
             value = tuple(value) if ok else value
@@ -315,7 +323,9 @@ def _check_text(source: str, where: str, name: str, value: str) -> None:
 
 
 def _type_name(t: Any) -> str:
-    return {int: "a whole number", float: "a number", str: "a string"}.get(t, "a list of strings")
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(
+        t, "a list of strings"
+    )
 
 
 def _categories(data: Any, source: str) -> tuple[CategoryConfig, ...]:

@@ -22,7 +22,7 @@ from digest.model import Edition, Item, LoadResult, Post, RenderedEdition, Secti
 from digest.notes import load_note
 from digest.permalink import post_url
 from digest.posts import load_posts
-from digest.render import render_edition
+from digest.render import RendererCache, render_edition
 from digest.select import choose, window_for
 from digest.sites import link_resolver
 from digest.summarize import summarize
@@ -136,29 +136,43 @@ def item_for(post: Post, config: Config, *, resolve: Resolver | None = None) -> 
     return ItemCache(config).item(post, resolve=resolve)
 
 
-def display_names(config: Config, categories: Sequence[str] | None) -> list[str]:
-    """Spell categories (names or keys, any case) as config does: one helper for every heading and label."""
+def display_names(
+    config: Config, categories: Sequence[str] | None, *, config_order: bool = False
+) -> list[str]:
+    """Spell categories (names or keys, any case) as config does: one helper for every heading and label.
+
+    ``config_order``: in the order config lists them, unknown ones last in the order given (a
+    reader's categories on a page or in a listing); else in the order given (a selection).
+    """
     names: list[str] = []
     for raw in categories or ():
         if not raw.strip():
             continue
         known = config.find_category(raw)
         names.append(known.name if known else raw.strip())
+    if config_order:
+        rank = {c.name: i for i, c in enumerate(config.categories)}
+        names.sort(key=lambda name: rank.get(name, len(rank)))  # stable: unknown keep their order
     return names
 
 
-def render(config: Config, edition: Edition) -> RenderedEdition:
-    """Render an edition to HTML and text (raises EmptyEditionError when it has no posts)."""
-    return render_edition(edition, config)
+def render(config: Config, edition: Edition, *, renderers: RendererCache | None = None) -> RenderedEdition:
+    """Render an edition to HTML and text (raises EmptyEditionError when it has no posts).
+
+    ``renderers``: the caller's own cache of built renderers (default: render.SHARED).
+    """
+    return render_edition(edition, config, renderers=renderers)
 
 
-def render_isolated(config: Config, edition: Edition) -> tuple[Edition, RenderedEdition]:
+def render_isolated(
+    config: Config, edition: Edition, *, renderers: RendererCache | None = None
+) -> tuple[Edition, RenderedEdition]:
     """Render an edition, leaving out any post the email cannot be built with (see digest.isolate).
 
     Returns the edition actually rendered (those posts moved to ``skipped``, each logged as a
     warning) with its rendering: use that edition for manifests and records.
     """
-    return isolate.render_isolated(lambda e: render_edition(e, config), edition)
+    return isolate.render_isolated(lambda e: render_edition(e, config, renderers=renderers), edition)
 
 
 def manifest(edition: Edition, rendered: RenderedEdition | None, config: Config) -> dict[str, Any]:

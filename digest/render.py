@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from html.parser import HTMLParser
 from typing import Any
@@ -35,11 +36,13 @@ CONTENTS_TEXT_TEMPLATE = "contents.txt.j2"
 
 __all__ = [
     "MJML_TEMPLATE",
+    "SHARED",
     "TEXT_TEMPLATE",
     "TEXT_WIDTH",
     "EditionAssembler",
     "EditionView",
     "Renderer",
+    "RendererCache",
     "assembly_reason",
     "clear_cache",
     "credit",
@@ -141,7 +144,8 @@ class Renderer:
         if not view.sections:
             raise EmptyEditionError(_empty_message(edition, view))
         context: dict[str, Any] = {**self._globals, "edition": view, "web": web}
-        context["web_url"] = f"{self._globals['archive_url']}/{edition.id}"
+        archive = self._globals["archive_url"]  # empty: web.archive is off, nothing to link to
+        context["web_url"] = f"{archive}/{edition.id}" if archive else ""
         context["contents"], context["contents_text"] = self._contents.render(context)
         # Titles reach the Subject header: plain text, no encoded-word of their own, no bidi controls.
         context["subject"] = header_text(
@@ -355,37 +359,74 @@ def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
 _TEMPLATE_GLOBALS: weakref.WeakKeyDictionary[jinja2.Template, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
-# -- the module-level entry point -------------------------------------------------------------
-
-_renderers: dict[Config, Renderer] = {}
-_renderers_lock = threading.Lock()
-_MAX_RENDERERS = 8
+# -- who holds built renderers ----------------------------------------------------------------
 
 
-def render_edition(edition: Edition, config: Config) -> RenderedEdition:
-    """Render with a Renderer cached per config, so callers need not keep one themselves."""
-    renderer = _renderers.get(config)
-    if renderer is None:
-        renderer = Renderer(config)
-        with _renderers_lock:
-            if len(_renderers) >= _MAX_RENDERERS:
-                _renderers.pop(next(iter(_renderers)))
-            _renderers[config] = renderer
-    return renderer.render(edition)
+class RendererCache:
+    """Built renderers by config, the least recently used dropped first: their one owner.
+
+    Building a ``Renderer`` compiles every template (tens of milliseconds); rendering with one
+    takes about a millisecond, so whoever renders over and over keeps them here. The key is the
+    ``Config`` itself (frozen and hashable; it holds the templates folder and the root it is
+    read against), so two configs never share a renderer. Templates are read once when a
+    renderer is built: after they change on disk, ``clear()`` (the preview server owns its own
+    cache and clears it on every change). One-shot callers (a CLI command, a test) use
+    ``SHARED``, which ``clear_cache()`` empties. Thread-safe.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._renderers: OrderedDict[Config, Renderer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, config: Config) -> Renderer:
+        """The renderer for ``config``, built on first use."""
+        with self._lock:
+            renderer = self._renderers.get(config)
+            if renderer is not None:
+                self._renderers.move_to_end(config)
+                return renderer
+        renderer = Renderer(config)  # compiles outside the lock: a slow build blocks no other config
+        with self._lock:
+            self._renderers[config] = renderer
+            self._renderers.move_to_end(config)
+            while len(self._renderers) > self.size:
+                self._renderers.popitem(last=False)
+        return renderer
+
+    def clear(self) -> None:
+        """Forget every renderer, e.g. after the templates on disk changed."""
+        with self._lock:
+            self._renderers.clear()
+
+    def __len__(self) -> int:
+        return len(self._renderers)
 
 
-def assembly_reason(edition: Edition, config: Config) -> str | None:
+# For callers that render once and exit; anything long-lived should hold its own RendererCache.
+SHARED = RendererCache()
+
+
+def render_edition(
+    edition: Edition, config: Config, *, renderers: RendererCache | None = None
+) -> RenderedEdition:
+    """Render with the renderer ``renderers`` (default ``SHARED``) keeps for ``config``."""
+    return (SHARED if renderers is None else renderers).get(config).render(edition)
+
+
+def assembly_reason(
+    edition: Edition, config: Config, *, renderers: RendererCache | None = None
+) -> str | None:
     """Why a send would render this config's templates in full for every category set (None:
     it assembles them from pieces). For the preview's checks; see templates/README.md."""
-    assembler = EditionAssembler(Renderer(config))
+    assembler = EditionAssembler((SHARED if renderers is None else renderers).get(config))
     assembler._plan(assembler.renderer._context(edition))
     return assembler.reason
 
 
 def clear_cache() -> None:
-    """Forget cached renderers, e.g. after the templates on disk changed."""
-    with _renderers_lock:
-        _renderers.clear()
+    """Forget ``SHARED``'s renderers, e.g. after the templates on disk changed."""
+    SHARED.clear()
 
 
 def _empty_message(edition: Edition, view: EditionView) -> str:

@@ -28,6 +28,7 @@ from digest.archive import (
 )
 from digest.cli import cli as cli_main
 from digest.config import Config, config_from_dict
+from digest.errors import ConfigError
 from digest.schedule import Window
 from digest.store import open_store
 
@@ -199,3 +200,106 @@ def test_hostile_titles_are_escaped_in_the_list_page_and_the_feed(store: Any, tm
     assert b"<script>" not in body
     content = ET.fromstring(body).find(f"{{{ATOM}}}entry/{{{ATOM}}}content").text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co</a>" in content  # escaped HTML, inside the XML
+
+
+def test_digest_archive_does_not_create_a_database(tmp_path: Path) -> None:
+    make_site(tmp_path)
+    (tmp_path / "config.toml").write_text(
+        '[posts]\nfolder = "posts"\ncache = ".cache"\n[database]\nurl = "sqlite:///digest.db"\n',
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli_main, ["--config", str(tmp_path / "config.toml"), "archive", "--out", str(tmp_path / "site")]
+    )
+    assert result.exit_code == 1
+    assert "there is no database at" in result.output and "digest.db" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "digest.db").exists() and not (tmp_path / "site").exists()
+
+
+def test_routes_without_the_posts_folder_keep_headlines_from_the_manifest(store: Any, tmp_path: Path) -> None:
+    from digest.web.app import create_app
+
+    config = make_site(tmp_path)
+    publish(store, config)
+    for post in (tmp_path / "posts").iterdir():
+        post.unlink()
+    (tmp_path / "posts").rmdir()
+    with TestClient(create_app(config, store=store), raise_server_exceptions=False) as client:
+        assert client.get("/archive").status_code == 200
+        page = client.get("/archive/2026-W02")
+        assert page.status_code == 200, page.text
+        assert "German orders rise" in page.text and "Minutes show officials divided." not in page.text
+        feed = client.get("/archive/feed.xml")
+        assert feed.status_code == 200
+        titles = [e.text for e in ET.fromstring(feed.content).iter(f"{{{ATOM}}}title")]
+        assert "The Weekly Brief: 2–8 January 2026" in titles
+        assert client.get("/archive/2099-W01").status_code == 404
+
+
+def test_archive_switched_off(store: Any, tmp_path: Path) -> None:
+    from digest.web.app import create_app
+
+    config = config_from_dict(
+        {"web": {"base_url": "https://news.example.com", "archive": False}, "posts": {"folder": "posts"}},
+        root=tmp_path,
+    )
+    make_site(tmp_path)
+    publish(store, config)
+    with TestClient(create_app(config, store=store)) as client:
+        for path in ("/archive", "/archive/2026-W02", "/archive/feed.xml"):
+            assert client.get(path).status_code == 404, path
+    rendered = pipeline.render(config, pipeline.build_edition(config, as_of=AS_OF))
+    for part in (rendered.html, rendered.text):
+        assert "View in browser" not in part and "View in your browser" not in part
+        assert "/archive" not in part and "Past editions" not in part
+    assert "Unsubscribe" in rendered.html and "https://news.example.com/unsubscribe" not in rendered.html
+    (tmp_path / "config.toml").write_text("[web]\narchive = false\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli_main, ["--config", str(tmp_path / "config.toml"), "archive", "--out", str(tmp_path / "site")]
+    )
+    assert result.exit_code == 1 and "web.archive is false" in result.output
+    assert not (tmp_path / "site").exists()
+    with pytest.raises(ConfigError, match=r"web\.archive has the wrong type .*true or false"):
+        config_from_dict({"web": {"archive": "no"}}, root=tmp_path)
+
+
+def test_archive_on_by_default_links_the_page(tmp_path: Path) -> None:
+    config = make_site(tmp_path)
+    assert config.web.archive is True
+    rendered = pipeline.render(config, pipeline.build_edition(config, as_of=AS_OF))
+    assert "View in your browser: https://news.example.com/archive/2026-W02" in rendered.text
+    assert "Past editions: https://news.example.com/archive" in rendered.text
+
+
+def test_an_edition_sent_to_nobody_has_no_page_and_does_not_stop_the_archive(tmp_path: Path) -> None:
+    """A run in a week with nothing new records its edition as sent with no posts (found by
+    running the README's commands on a fresh clone: `digest archive` then failed outright)."""
+    config = make_site(tmp_path)
+    (tmp_path / "config.toml").write_text(
+        '[posts]\nfolder = "posts"\ncache = ".cache"\n[database]\nurl = "sqlite:///digest.db"\n',
+        encoding="utf-8",
+    )
+    store = open_store(config)
+    try:
+        publish(store, config, "2026-W02")
+        empty = pipeline.manifest(
+            pipeline.build_edition(config, as_of=datetime(2026, 11, 29, tzinfo=UTC)), None, config
+        )
+        assert empty["post_count"] == 0
+        window = Window(datetime(2026, 11, 22, tzinfo=UTC), datetime(2026, 11, 29, tzinfo=UTC))
+        editions.record_edition(store, edition_id="2026-W48", window=window, manifest=empty)
+        editions.set_status(store, "2026-W48", "sent", sent_at=datetime(2026, 11, 29, tzinfo=UTC))
+        assert [e.id for e in published_editions(store)] == ["2026-W02"]
+        with pytest.raises(ArchiveError, match="had no posts"):
+            find_edition(published_editions(store), "2026-W48")
+    finally:
+        store.dispose()
+    out = tmp_path / "site"
+    result = CliRunner().invoke(
+        cli_main, ["--config", str(tmp_path / "config.toml"), "archive", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Wrote 1 edition(s)" in result.output
+    assert "2026-W48" not in (out / "index.html").read_text(encoding="utf-8")
+    assert not (out / "2026-W48").exists()

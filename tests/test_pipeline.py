@@ -34,3 +34,22 @@ def test_each_post_is_summarised_once_across_category_sets(monkeypatch: pytest.M
     shown = {item.post_path for e in editions for s in e.sections for item in s.items}
     assert len(shown) >= 5
     assert sorted(calls) == sorted(shown)  # once each, however many sets showed it
+
+
+def test_display_names_is_the_one_spelling_of_categories(tmp_path: Path) -> None:
+    """Headings, the web pages and the CLI listings all spell a category key through one helper."""
+    from digest.commands.subscribers import _display
+    from digest.config import config_from_dict
+    from digest.web.app import WebApp
+
+    config = config_from_dict({"categories": ["US", "Data Science", "Europe"]}, root=tmp_path)
+    given = ["europe", "zz-gone", "data science", " ", "US"]
+    assert pipeline.display_names(config, given) == ["Europe", "zz-gone", "Data Science", "US"]
+    ordered = ["US", "Data Science", "Europe", "zz-gone"]
+    assert pipeline.display_names(config, given, config_order=True) == ordered
+    assert _display(config, ["zz-gone", "europe", "data science", "us"]) == ", ".join(ordered)
+    assert WebApp.topic_names(type("A", (), {"config": config})(), ("europe", "us", "zz-gone")) == [
+        "US",
+        "Europe",
+        "zz-gone",
+    ]

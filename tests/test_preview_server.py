@@ -317,7 +317,9 @@ def test_a_change_bumps_the_token_and_rebuilds(preview_site):
         preview_site.write_post(
             "2026-01-06-compiler.md", "A much faster compiler", "Tech", "2026-01-06 10:30"
         )
+        assert len(server.renderers) == 1  # the server holds its built templates...
         server.bump("posts/2026-01-06-compiler.md changed")
+        assert len(server.renderers) == 0  # ... and forgets them on a change
         state = client.get("/state").json()
         html = client.get("/").text
     assert state["token"] != before and state["last_change"] == "posts/2026-01-06-compiler.md changed"
@@ -518,3 +520,73 @@ def test_categories_from_the_command_line_are_only_the_starting_point(preview_si
     assert 'src="/frame?c=Tech"' in first
     assert "Harbour reopens" in everything and 'value="Tech" checked' not in everything
     assert "Harbour reopens" in frame
+
+
+def _with_greeting(site: Any) -> None:
+    text = site.config_path.read_text(encoding="utf-8")
+    site.config_path.write_text(
+        text.replace('templates = "templates"\n', 'templates = "templates"\nreader_fields = ["greeting"]\n'),
+        encoding="utf-8",
+    )
+    assert site.config().edition.reader_fields == ("greeting",)
+
+
+def test_reader_fields_show_a_sample_or_the_picked_readers_never_a_placeholder(preview_site):
+    from digest import subscribers
+    from digest.store import open_store
+
+    _with_greeting(preview_site)
+    config = preview_site.config()
+    store = open_store(config)
+    try:
+        subscribers.subscribe(store, config, "ada@example.com", ["Tech"], name="Grace Hopper", confirmed=True)
+    finally:
+        store.dispose()
+    with client_for(preview_site) as client:
+        sample = [client.get(p).text for p in ("/?c=Tech", "/frame?c=Tech", "/text?c=Tech")]
+        page = client.get("/?email=ada@example.com").text
+        frame_src = re.search(r'src="/frame\?([^"]+)"', page).group(1).replace("&amp;", "&")
+        picked = [page, client.get("/frame?" + frame_src).text, client.get("/text?" + frame_src).text]
+    for body in (*sample, *picked):
+        assert "__DIGEST_" not in body
+    assert all("Hello Ada," in body for body in sample)
+    assert all("Hello Grace Hopper," in body for body in picked)
+
+
+def test_preview_out_shows_a_sample_greeting_in_html_and_text(preview_site):
+    from click.testing import CliRunner
+
+    from digest.cli import cli
+
+    _with_greeting(preview_site)
+    out = preview_site.root / "out"
+    result = CliRunner().invoke(
+        cli, ["--config", str(preview_site.config_path), "preview", "--as-of", AS_OF, "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("digest.html", "digest.txt"):
+        body = (out / name).read_text(encoding="utf-8")
+        assert "__DIGEST_" not in body, name
+        assert "Hello Ada," in body, name
+
+
+def test_page_lists_weak_leads_beside_the_other_checks(preview_site):
+    preview_site.write_post(
+        "2026-01-07-agenda.md",
+        "Agenda for the week",
+        "Tech",
+        "2026-01-07 10:00",
+        body="Our plans for the harbour include:\n",  # no prose: the lead is empty
+    )
+    with client_for(preview_site) as client:
+        weak = client.get("/?c=Tech").text
+        fine = client.get("/?c=News").text
+    checks = weak[weak.index('id="checks"') : weak.index("</section>", weak.index('id="checks"'))]
+    assert re.search(
+        r'class="finding warning"><span class="level">warning</span><span><code>lead</code> '
+        r"lead of 2026-01-07-agenda\.md ",
+        checks,
+    ), checks
+    assert "no prose found: add an `excerpt:`" in checks
+    assert "<code>lead</code> Every lead reads as prose (2 posts)" not in checks
+    assert "<code>lead</code> Every lead reads as prose" in fine

@@ -21,7 +21,7 @@ import pytest
 from digest.config import Config, config_from_dict
 from digest.errors import EmptyEditionError, RenderError
 from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, Item, RenderedEdition, Section
-from digest.render import Renderer, clear_cache, render_edition, wrap
+from digest.render import SHARED, Renderer, RendererCache, clear_cache, render_edition, wrap
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE = '<script>alert("pwned")</script> & Sons’ "quoted" <b>bold</b>'
@@ -471,8 +471,31 @@ def test_render_edition_reuses_one_renderer_per_config(
     monkeypatch.setattr(Renderer, "__init__", counting)
     first = render_edition(many(2), config)
     second = render_edition(many(2), config)
-    assert first == second and len(built) == 1
+    assert first == second and len(built) == 1 and len(SHARED) == 1
     clear_cache()
+    assert len(SHARED) == 0
+
+
+def test_a_renderer_cache_is_its_owners_lru_by_config(config: Config, tmp_path: Path) -> None:
+    import dataclasses
+
+    cache = RendererCache(size=2)
+    others = [
+        dataclasses.replace(config, site=dataclasses.replace(config.site, name=f"S{i}")) for i in range(3)
+    ]
+    first = cache.get(config)
+    assert cache.get(config) is first and len(SHARED) == 0  # the owner's cache, not the shared one
+    cache.get(others[0])
+    cache.get(config)  # used again: the least recently used is now others[0]
+    cache.get(others[1])
+    assert len(cache) == 2 and cache.get(config) is first
+    assert render_edition(many(2), others[2], renderers=cache).html.count("S2") >= 1
+    assert len(cache) == 2 and len(SHARED) == 0
+    cache.clear()
+    assert len(cache) == 0 and cache.get(config) is not first
+    empty = RendererCache()  # an empty cache is still the one to fill, not "none given"
+    render_edition(many(2), config, renderers=empty)
+    assert len(empty) == 1 and len(SHARED) == 0
 
 
 def test_ten_post_edition_renders_quickly(renderer: Renderer) -> None:

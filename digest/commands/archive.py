@@ -30,10 +30,23 @@ def archive_command(state: object, out: Path) -> None:
 
     Example: digest archive --out site/archive
     """
-    from digest.store import open_store
+    from digest.store import NoDatabaseError, open_store, sqlite_path
 
     config: Config = state.config  # type: ignore[attr-defined]
-    store = open_store(config)
+    if not config.web.archive:
+        raise click.ClickException(
+            "web.archive is false in the config, so there is no public archive to write; set it "
+            "to true (and web.archive_url to where the files are served) to publish one."
+        )
+    try:
+        store = open_store(config, create=False)  # writing pages must not start a database
+    except NoDatabaseError:
+        where = sqlite_path(config, config.database_url)
+        raise click.ClickException(
+            f"there is no database at {where}, so no edition has been sent and there is no archive "
+            "to write; run it where `digest send` runs (or point [database] url / "
+            "$DIGEST_DATABASE_URL at its database)."
+        ) from None
     try:
         entries = published_editions(store)
     finally:

@@ -45,10 +45,9 @@ def _store(config: Config, *, create: bool = True) -> Iterator[Store]:
 
 def _display(config: Config, keys: tuple[str, ...] | list[str]) -> str:
     """Category keys as the config spells them, in config order, unknown ones last."""
-    order = {c.key: i for i, c in enumerate(config.categories)}
-    names = {c.key: c.name for c in config.categories}
-    ordered = sorted(keys, key=lambda k: (order.get(k, len(order)), k))
-    return ", ".join(names.get(k, k) for k in ordered)
+    from digest.pipeline import display_names  # late: it loads the renderer, which listings skip
+
+    return ", ".join(display_names(config, sorted(keys), config_order=True))
 
 
 def _describe(sub: Subscriber, config: Config) -> str:

@@ -33,6 +33,14 @@ def subscriber_categories(
     An empty tuple of categories means the reader takes every category. Raises a DigestError
     with a message for the page when the address is unknown.
     """
+    address, names, _name = subscriber_lookup(config, email, store)
+    return address, names
+
+
+def subscriber_lookup(
+    config: Config, email: str, store: Store | None = None
+) -> tuple[str, tuple[str, ...], str]:
+    """As ``subscriber_categories``, plus the reader's name (for their per-reader fields)."""
     from digest import subscribers
     from digest.store import open_store
 
@@ -50,7 +58,7 @@ def subscriber_categories(
         )
     from digest.pipeline import display_names
 
-    return found.email, tuple(display_names(config, found.categories))
+    return found.email, tuple(display_names(config, found.categories)), found.name
 
 
 def send_test(

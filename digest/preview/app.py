@@ -58,6 +58,7 @@ from digest.preview.build import (
     with_links,
     write_outputs,
 )
+from digest.render import RendererCache
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class Selection:
     scheme: str = "light"
     note: str = ""  # e.g. "ada@example.com reads US, Europe"
     problem: Problem | None = None  # the address could not be looked up
+    name: str | None = None  # the picked reader's name, for their greeting (None: a sample reader)
 
     def query(self, **changes: Any) -> str:
         """This selection as a query string (for links, iframes and redirects)."""
@@ -112,7 +114,8 @@ class Selection:
 
         An empty ``c`` says "all categories" explicitly, so --categories does not creep back in.
         """
-        return self.query(email="", c=list(self.categories) or [""])
+        extra = {} if self.name is None else {"name": self.name}  # the reader's fields, not a sample
+        return self.query(email="", c=list(self.categories) or [""], **extra)
 
 
 @dataclass
@@ -131,6 +134,7 @@ class PreviewServer:
         self.config = self.settings.config
         self._queues: set[asyncio.Queue[str]] = set()
         self._cache: dict[tuple[Any, ...], tuple[float, PreviewBuild]] = {}
+        self.renderers = RendererCache(size=4)  # this server's built templates, cleared on a change
         self._lock = threading.Lock()
         self._flashes: dict[str, tuple[str, str]] = {}
         self._stop: asyncio.Event | None = None
@@ -145,9 +149,7 @@ class PreviewServer:
 
     def bump(self, reason: str) -> None:
         """Something changed on disk: forget builds and tell every open page to reload."""
-        from digest import render
-
-        render.clear_cache()
+        self.renderers.clear()
         with self._lock:
             self.version += 1
             self._cache.clear()
@@ -187,6 +189,7 @@ class PreviewServer:
             categories=selection.categories,
             posts_dir=self.settings.posts_dir,
             out_dir=self.settings.out_dir,  # None: nothing written unless the editor saves
+            renderers=self.renderers,
         )
         with self._lock:
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < CACHE_SECONDS}
@@ -213,12 +216,12 @@ class PreviewServer:
             categories = self.settings.categories
         if email:
             try:
-                address, names = actions.subscriber_categories(self.config, email)
+                address, names, name = actions.subscriber_lookup(self.config, email)
             except Exception as exc:
                 return Selection(categories, email, as_of, scheme, problem=problem_from(exc, self.config))
             note = f"{address} reads {', '.join(names) if names else 'every category'}"
-            return Selection(names, address, as_of, scheme, note=note)
-        return Selection(categories, "", as_of, scheme)
+            return Selection(names, address, as_of, scheme, note=note, name=name)
+        return Selection(categories, "", as_of, scheme, name=params.get("name"))
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -401,7 +404,9 @@ def create_app(settings: PreviewSettings) -> Starlette:
             diff=diff,
             widths=FRAME_WIDTHS,
             checked={c.casefold() for c in selection.categories},
-            text_part=with_links(build.rendered.text, example_links(server.config, selection.email))
+            text_part=with_links(
+                build.rendered.text, example_links(server.config, selection.email, selection.name)
+            )
             if build.rendered
             else "",
             now=time.time(),
@@ -414,7 +419,7 @@ def create_app(settings: PreviewSettings) -> Starlette:
         if build.rendered is None:
             message = build.problem.text if build.problem else "Nothing to show."
             return HTMLResponse(_frame_message(message), headers={"Cache-Control": "no-store"})
-        links = example_links(server.config, selection.email)
+        links = example_links(server.config, selection.email, selection.name)
         html = frame_html(build.rendered.html, scheme=selection.scheme, links=links)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
@@ -422,7 +427,9 @@ def create_app(settings: PreviewSettings) -> Starlette:
         selection = await run_in_threadpool(server.selection, request.query_params)
         build = await run_in_threadpool(server.build, selection)
         if build.rendered is not None:
-            body = with_links(build.rendered.text, example_links(server.config, selection.email))
+            body = with_links(
+                build.rendered.text, example_links(server.config, selection.email, selection.name)
+            )
         else:
             body = build.problem.text if build.problem else ""
         return PlainTextResponse(body, headers={"Cache-Control": "no-store"})

@@ -16,12 +16,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from digest.check import Finding, check_edition
+from digest.check import Finding, check_edition, check_leads
 from digest.config import BUILTIN_TEMPLATES, Config
 from digest.errors import DigestError, EmptyEditionError, RenderError
-from digest.model import PREFERENCES_URL, UNSUBSCRIBE_URL, Edition, LoadResult, RenderedEdition, Skip
+from digest.model import (
+    PREFERENCES_URL,
+    UNSUBSCRIBE_URL,
+    Edition,
+    LoadResult,
+    RenderedEdition,
+    Skip,
+    reader_token,
+)
+
+if TYPE_CHECKING:
+    from digest.render import RendererCache
 
 ALL_CATEGORIES = "(all)"  # the manifest's counts key for a reader of every category
 SNIPPET_CONTEXT = 3  # lines shown either side of the line an error names
@@ -85,8 +96,13 @@ def build_preview(
     out_dir: Path | None = None,
     use_cache: bool = True,
     checks: bool = True,
+    renderers: RendererCache | None = None,
 ) -> PreviewBuild:
-    """Build, render, check and (with ``out_dir``) write one edition; never raises for bad input."""
+    """Build, render, check and (with ``out_dir``) write one edition; never raises for bad input.
+
+    ``renderers``: the caller's built renderers (the preview server's, cleared when templates
+    change); default render.SHARED.
+    """
     from digest import pipeline
 
     result = PreviewBuild(categories=tuple(categories), as_of=as_of)
@@ -100,7 +116,9 @@ def build_preview(
         edition = pipeline.build_edition(config, as_of=as_of, categories=list(categories), posts=loaded)
         result.edition = edition
         try:
-            edition, result.rendered = pipeline.render_isolated(config, edition)  # a broken post is left out
+            edition, result.rendered = pipeline.render_isolated(
+                config, edition, renderers=renderers
+            )  # broken posts left out
             result.edition = edition
         except EmptyEditionError as exc:
             result.problem = Problem("Nothing to send", str(exc))
@@ -108,7 +126,11 @@ def build_preview(
         if out_dir is not None:
             result.written = write_outputs(out_dir, result.rendered, result.manifest, config=config)
         if checks and result.rendered is not None:
-            result.findings = [*run_checks(result.rendered, config), send_speed(config, edition)]
+            result.findings = [
+                *run_checks(result.rendered, config),
+                *check_leads(edition),  # the weak leads `digest preview` and `digest check` print
+                send_speed(config, edition, renderers),
+            ]
     except Exception as exc:  # the page shows every failure; the server keeps running
         result.problem = problem_from(exc, config, posts_dir)
     return result
@@ -146,15 +168,18 @@ def edition_manifest(
 
 
 EXAMPLE_TOKEN = "each-reader-gets-their-own-link"
+SAMPLE_READER = "Ada"  # whose per-reader fields a preview shows when no reader is picked
 
 
-def example_links(config: Config | None, email: str = "") -> dict[str, str]:
-    """What a preview shows where each reader's own signed links go: never the raw placeholders.
+def example_links(config: Config | None, email: str = "", name: str | None = None) -> dict[str, str]:
+    """What a preview shows where each reader's own signed links and fields go: never the raw
+    placeholders.
 
     For a subscriber picked by address, their real preference-centre and unsubscribe links (so
     the preview's footer works as theirs will; the unsubscribe page asks for a click, so
-    following it changes nothing). Otherwise a link on the site that says plainly that each
-    reader gets their own.
+    following it changes nothing) and their own fields (``edition.reader_fields``, e.g. the
+    greeting with their ``name``). Otherwise a link on the site that says plainly that each
+    reader gets their own, and a sample reader's fields ("Hello Ada,").
     """
     base = config.web.base_url.rstrip("/") if config is not None else ""
     if email and config is not None:
@@ -164,7 +189,20 @@ def example_links(config: Config | None, email: str = "") -> dict[str, str]:
     else:
         preferences = f"{base}/preferences/{EXAMPLE_TOKEN}"
         unsubscribe = f"{base}/unsubscribe/{EXAMPLE_TOKEN}"
-    return {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe}
+    return {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe, **_reader_values(config, email, name)}
+
+
+def _reader_values(config: Config | None, email: str, name: str | None) -> dict[str, str]:
+    """Each switched-on per-reader field's placeholder -> the value the preview shows."""
+    if config is None or not config.edition.reader_fields:
+        return {}
+    from digest.send.personalize import READER_FIELDS  # the one home of the fields' values
+
+    shown = SAMPLE_READER if name is None else name
+    return {
+        reader_token(field): READER_FIELDS[field](shown, email) if field in READER_FIELDS else ""
+        for field in config.edition.reader_fields
+    }
 
 
 def with_links(text: str, links: dict[str, str]) -> str:
@@ -216,11 +254,11 @@ def run_checks(
     return check_edition(rendered, config, headers=headers)
 
 
-def send_speed(config: Config, edition: Edition) -> Finding:
+def send_speed(config: Config, edition: Edition, renderers: RendererCache | None = None) -> Finding:
     """Whether a send assembles these templates from pieces or renders every set in full."""
     from digest.render import assembly_reason
 
-    reason = assembly_reason(edition, config)
+    reason = assembly_reason(edition, config, renderers=renderers)
     if reason is None:
         return Finding(
             "ok", "send-speed", "A send assembles this template from pieces (templates/README.md)."

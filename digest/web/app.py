@@ -36,6 +36,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from digest import pipeline
 from digest import subscribers as subs
 from digest.config import Config, category_key
 from digest.errors import DigestError, LinkError, StoreError
@@ -182,9 +183,7 @@ class WebApp:
 
     def topic_names(self, keys: tuple[str, ...] | list[str]) -> list[str]:
         """Category keys as their display names, in config order (unknown keys as stored)."""
-        by_key = {c.key: c.name for c in self.config.categories}
-        ordered = [c.name for c in self.config.categories if c.key in keys]
-        return ordered + [k for k in keys if k not in by_key]
+        return pipeline.display_names(self.config, keys, config_order=True)
 
     # -- request helpers --
 

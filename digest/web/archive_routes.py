@@ -2,11 +2,15 @@
 
 Public pages with no personal data, so they may be cached a little and may carry the email's
 inline styles and https images (their own Content-Security-Policy, looser than the forms').
-Rendering reads posts and the database, so it runs in a worker thread.
+Rendering reads posts and the database, so it runs in a worker thread. With ``web.archive``
+off there are no routes (404). Without the posts folder (moved, not mounted yet) a page keeps
+each post's headline and link from the edition's manifest, as for a post deleted since,
+rather than answering 500.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any
@@ -20,6 +24,10 @@ from starlette.routing import Route
 from digest import pipeline
 from digest.archive import Archive, ArchiveError, find_edition, published_editions
 from digest.config import Config
+from digest.errors import ConfigError
+from digest.model import LoadResult
+
+log = logging.getLogger(__name__)
 
 PAGE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
@@ -44,13 +52,21 @@ class ArchivePages:
                 self._archive = Archive(self.config)
             return self._archive
 
+    def posts(self) -> LoadResult:
+        """Today's posts; none (pages from the manifests alone) when the folder is missing."""
+        try:
+            return pipeline.load(self.config)
+        except ConfigError as exc:
+            log.warning("archive: %s Showing each edition's headlines and links from its manifest.", exc)
+            return LoadResult(posts=())
+
     async def index(self, request: Request) -> Response:
         html = await run_in_threadpool(lambda: self.archive().list_page(published_editions(self.store)))
         return HTMLResponse(html, headers=_HEADERS)
 
     async def feed(self, request: Request) -> Response:
         def build() -> bytes:
-            return self.archive().feed(published_editions(self.store), pipeline.load(self.config))
+            return self.archive().feed(published_editions(self.store), self.posts())
 
         body = await run_in_threadpool(build)
         return Response(body, media_type="application/atom+xml; charset=utf-8", headers=_HEADERS)
@@ -62,7 +78,7 @@ class ArchivePages:
 
         def build() -> str:
             entry = find_edition(published_editions(self.store), edition_id)
-            return self.archive().edition_page(entry, pipeline.load(self.config))
+            return self.archive().edition_page(entry, self.posts())
 
         try:
             html = await run_in_threadpool(build)
@@ -72,7 +88,10 @@ class ArchivePages:
 
 
 def archive_routes(config: Config, store: Any) -> list[Route]:
-    """Mount these in the app: ``routes.extend(archive_routes(config, store))``."""
+    """Mount these in the app: ``routes.extend(archive_routes(config, store))``; none when
+    ``web.archive`` is off (the archive's addresses then answer 404)."""
+    if not config.web.archive:
+        return []
     pages = ArchivePages(config, store)
     return [
         Route("/archive", pages.index, methods=["GET"], name="archive"),
