@@ -586,6 +586,7 @@ PASSING = (
     "kill9_random_3",
     "non_ascii_address",
     "non_ascii_address_outbox",
+    "casefold_pair",
 )
 
 

@@ -350,8 +350,9 @@ def test_check_reads_another_posts_folder(site: Site, tmp_path: Path) -> None:
 def test_status_and_cancel_default_to_the_latest_edition(
     site: Site, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = main_output(site, capsys, "status")
-    assert code == 1 and "No edition in the database yet" in out
+    code, out = main_output(site, capsys, "status")  # looking creates no database (issue 12)
+    assert code == 1 and "there is no database at" in out
+    assert not any(site.root.glob("**/digest.db"))
     site.post("one", "2026-01-08 09:00")
     run(site, at(2026, 1, 12, 7), FakeDelivery())
     site.post("two", "2026-01-14 09:00")

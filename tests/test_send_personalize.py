@@ -36,8 +36,9 @@ def test_personalizations_are_valid_json_with_signed_links() -> None:
         assert p["to"][0]["email"] == email
         assert p["custom_args"] == {"edition": "2026-W02", "subscriber_id": str(sid)}
         unsubscribe = p["substitutions"][UNSUBSCRIBE_URL]
-        token = unsubscribe.rsplit("/", 1)[1]
-        assert links.signer.verify("unsubscribe", token) == email
+        token = unsubscribe.rsplit("/", 1)[1]  # a reader token: the id, bound to the address
+        assert links.signer.reader_id(token) == sid
+        assert links.signer.verify_reader("unsubscribe", token, email) == email
         assert p["substitutions"][PREFERENCES_URL].startswith("https://brief.example.com/preferences/")
         assert (
             p["headers"]["List-Unsubscribe"]
@@ -51,15 +52,29 @@ def test_an_address_twice_in_a_batch_is_refused() -> None:
         Personalizer(SPEC).build([(1, "a@example.org", ""), (2, "A@example.org", "")])
 
 
+def test_the_one_address_rule_decides_what_is_twice() -> None:
+    """``digest.addresses.key``: case is one reader, ß and ss are two (casefold() once merged them)."""
+    parts = Personalizer(SPEC).build([(1, "strasse@x.example", ""), (2, "straße@x.example", "")])
+    assert [p["to"][0]["email"] for p in json.loads(f"[{parts}]")] == [
+        "strasse@x.example",
+        "straße@x.example",
+    ]
+    with pytest.raises(SendError, match=r"^STRASSE@x\.example appears twice"):
+        Personalizer(SPEC).build([(1, "strasse@x.example", ""), (2, "STRASSE@x.example", "")])
+
+
 def _unsigned(parts: str) -> str:
-    """Personalizations with each signed token replaced by what it verifies as (purpose, email)."""
+    """Personalizations with each signed reader token replaced by what it verifies as."""
     signer = Signer(SPEC.secret)
+    emails = {sid: email for sid, email, _ in MEMBERS}
 
     def verified(match: re.Match[str]) -> str:
         purpose, token = match.group(1), match.group(2)
-        return f"/{purpose}/<{signer.verify(purpose, token)}>"
+        sid = signer.reader_id(token)
+        assert sid is not None
+        return f"/{purpose}/<{signer.verify_reader(purpose, token, emails[sid])}>"
 
-    return re.sub(r"/(preferences|unsubscribe)/([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)", verified, parts)
+    return re.sub(r"/(preferences|unsubscribe)/([A-Za-z0-9_\-]+)", verified, parts)
 
 
 def test_the_worker_builds_what_this_process_builds_in_order() -> None:

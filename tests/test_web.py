@@ -1016,3 +1016,30 @@ def test_bad_webhook_key_stops_the_app_with_a_clear_message(
     config = make_config(web={"sendgrid_webhook_public_key": "not a key"})
     with pytest.raises(ConfigError, match="sendgrid_webhook_public_key"):
         create_app(config, store=db, sender=sender)
+
+
+def test_reader_token_links_work_and_are_bound_to_the_reader(
+    client: TestClient, db: Store, config: Config, signer: Signer
+) -> None:
+    """The short links every email carries (id + MAC, no address) open the right reader's pages."""
+    from digest.links import LinkMaker
+
+    activate(db, config, "ana@example.com")
+    activate(db, config, "bo@example.com")
+    ana, bo = subs.get(db, "ana@example.com"), subs.get(db, "bo@example.com")
+    assert ana is not None and bo is not None
+    pref, unsub = LinkMaker(BASE, signer).personal_urls(ana.email, ana.id)
+    assert "ana" not in pref + unsub
+    page = client.get(pref.removeprefix(BASE))
+    assert page.status_code == 200 and "ana@example.com" in text(page)
+    forged = signer.sign_reader(UNSUBSCRIBE, bo.id, "ana@example.com")  # ana's MAC on bo's id
+    refused = client.post(f"/unsubscribe/{forged}", content=b"List-Unsubscribe=One-Click")
+    assert refused.status_code >= 400 and subs.get(db, "bo@example.com").status == "active"  # type: ignore[union-attr]
+    unknown = signer.sign_reader(UNSUBSCRIBE, 99_999, "ana@example.com")
+    assert client.get(f"/unsubscribe/{unknown}").status_code >= 400
+    huge = signer.sign_reader(UNSUBSCRIBE, 2**62, "ana@example.com")
+    assert 400 <= client.get(f"/unsubscribe/{huge}").status_code < 500
+    done = client.post(unsub.removeprefix(BASE), content=b"List-Unsubscribe=One-Click")
+    assert done.status_code == 200 and "You're unsubscribed" in text(done)
+    assert subs.get(db, "ana@example.com").status == "unsubscribed"  # type: ignore[union-attr]
+    assert subs.get(db, "bo@example.com").status == "active"  # type: ignore[union-attr]

@@ -71,7 +71,7 @@ def run_command(as_of: str | None, dry_run: bool, sender_name: str | None) -> No
 
     config = current_config()
     console = Console()
-    store = open_store(config)
+    store = open_store(config, create=not dry_run)  # a dry run never creates a database
     try:
         outcome = run_due(
             config, now=moment(config, as_of), store=store, sender_name=sender_name, dry_run=dry_run
@@ -147,11 +147,13 @@ def schedule_command(count: int, as_of: str | None) -> None:
 
 def _store_view(config: Config, now: datetime) -> tuple[datetime | None, str | None]:
     """The last sent window end and a line about the due edition, if the database can be read."""
-    from digest.store import open_store
+    from digest.store import NoDatabaseError, open_store
     from digest.weekly import schedule_state
 
     try:
-        store = open_store(config)
+        store = open_store(config, create=False)  # looking never creates a database
+    except NoDatabaseError:
+        return None, None  # no database yet: no edition went out
     except DigestError as exc:
         log.warning("cannot read the editions table (%s); assuming no edition went out yet", exc)
         return None, None

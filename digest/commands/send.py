@@ -111,7 +111,7 @@ def send_command(
         address = normalise_email(test_address)  # refuses what is not an address, saying why
         keys = known_categories(config, named)
     when = parse_as_of(send_at, config.tz) if send_at else None
-    store = open_store(config)
+    store = open_store(config, create=not dry_run)  # a dry run never creates a database
     try:
         plan = weekly.plan_for_send(config, store, moment(config, as_of))
         if test_address:
@@ -199,8 +199,9 @@ def print_summary(console: Console, summary: SendSummary) -> None:
         )
     if summary.in_flight:
         console.print(
-            "[yellow]Batches were in flight when an earlier run stopped. They were probably delivered; check "
-            "the provider's activity feed, then run again with --resend-in-flight if they were not.[/]"
+            "[yellow]Batches were in flight when an earlier run stopped: nobody can tell from here whether "
+            "their request reached the provider (a run can stop before, during or after it). Check the "
+            "provider's activity feed, then run again with --resend-in-flight if they did not go out.[/]"
         )
     if summary.failed:
         console.print("[red]Some readers were not sent.[/] Run the same command again to retry only them.")
@@ -224,19 +225,19 @@ def status_command(edition_id: str | None) -> None:
       digest status
       digest status 2026-W02
     """
-    from digest.send.status import edition_status
+    from digest.send.status import READER_STATES, edition_status
     from digest.store import open_store
 
     config = _config(None)
     console = Console()
-    store = open_store(config)
+    store = open_store(config, create=False)  # looking never creates a database
     try:
         st = edition_status(store, _edition_id(store, edition_id))
     finally:
         store.dispose()
     tz = config.tz
     console.print(
-        f"[bold]Edition {st.edition_id}[/]: {st.status}; window {st.window_start.astimezone(tz):%Y-%m-%d %H:%M} "
+        f"[bold]Edition {st.edition_id}[/]: {st.shown_status}; window {st.window_start.astimezone(tz):%Y-%m-%d %H:%M} "
         f"to {st.window_end.astimezone(tz):%Y-%m-%d %H:%M} {tz}"
     )
     if st.sent_at:
@@ -250,11 +251,11 @@ def status_command(edition_id: str | None) -> None:
     table = Table(show_header=True, header_style="bold")
     table.add_column("Readers")
     table.add_column("Count", justify="right")
-    for state in ("sent", "in_flight", "failed", "skipped", "pending"):
-        if st.deliveries.get(state):
-            table.add_row(state.replace("_", " "), str(st.deliveries[state]))
+    for state in READER_STATES:  # every reader in exactly one row; the rows sum to the audience
+        table.add_row(state, str(st.readers.get(state, 0)))
     for reason, n in sorted(st.reasons.items(), key=lambda kv: -kv[1]):
         table.add_row(f"  {reason}", str(n))
+    table.add_row("[bold]audience[/]", str(st.audience))
     console.print(table)
     if st.category_sets:
         sets = Table(show_header=True, header_style="bold")
@@ -266,8 +267,16 @@ def status_command(edition_id: str | None) -> None:
     console.print("Batches: " + (", ".join(f"{k} {v}" for k, v in sorted(st.batches.items())) or "none"))
     for batch in st.in_flight:
         console.print(
-            f"[yellow]Batch {batch.id} ({_set_name(batch.category_set)}, {batch.recipients} readers) is in flight since "
-            f"{batch.since:%Y-%m-%d %H:%M} UTC[/]: `digest send --resend-in-flight` resends it if it did not go out."
+            f"[yellow]Batch {batch.id} ({_set_name(batch.category_set)}, {batch.recipients} readers) is undecided, "
+            f"in flight since {batch.since:%Y-%m-%d %H:%M} UTC[/]: its request may or may not have reached the provider. "
+            "Check the provider's activity feed for it; `digest send --resend-in-flight` resends it if it did "
+            "not go out."
+        )
+    pending = st.readers.get("pending", 0)
+    if pending and st.status != "cancelled" and not st.lock_owner:
+        console.print(
+            f"[yellow]{pending} reader(s) have not been sent this edition yet[/]: `digest send` "
+            f"(with the edition's --as-of) sends to them and to nobody twice."
         )
 
 
@@ -286,7 +295,7 @@ def cancel_command(edition_id: str | None) -> None:
     from digest.store import open_store
 
     config = _config(None)
-    store = open_store(config)
+    store = open_store(config, create=False)  # nothing to cancel in a database that is not there
     try:
         edition_id = _edition_id(store, edition_id)
         st = cancel(config, store, edition_id)

@@ -23,6 +23,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from digest.errors import SendError
 from digest.send.headers import RAW_HEADERS, set_raw
 from digest.textclean import header_text
 
@@ -182,7 +183,7 @@ class BulkSender(Sender, Protocol):
         ...
 
     def suppressions(self) -> dict[str, str]:
-        """Suppressed addresses (casefolded) -> the list they are on."""
+        """Suppressed addresses (``digest.addresses.key``) -> the list they are on."""
         ...
 
     def new_batch_id(self) -> str:
@@ -242,3 +243,39 @@ def build_mime(
     msg.set_content(message.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(message.html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
+
+
+def needs_smtputf8(*addresses: str) -> bool:
+    """Whether an envelope address is not ASCII (``jöhn@example.com``): only SMTPUTF8 carries it.
+
+    Domains are IDNA-encoded to ASCII when stored (``digest.addresses.normalise``), so in
+    practice this is a local part typed in another script.
+    """
+    return not all(a.isascii() for a in addresses)
+
+
+def mime_bytes(
+    message: OutgoingMessage,
+    *,
+    from_email: str,
+    from_name: str = "",
+    reply_to: str = "",
+    list_id: str = "",
+) -> tuple[EmailMessage, bytes]:
+    """The message and its bytes on the wire; a message that cannot be built fails alone.
+
+    An address that is not ASCII is written as UTF-8 (RFC 6532, ``policy.SMTPUTF8``), never as
+    an encoded-word: ``=?utf-8?q?j=C3=B6hn?=@example.com`` is nobody's address. The SMTP
+    backend sends such a message only to a server that offers SMTPUTF8. Any error building it
+    becomes a ``SendError`` that names the reader, so it fails that reader and no one else.
+    """
+    from email import policy
+
+    utf8 = needs_smtputf8(message.to, message.from_email or from_email)
+    try:
+        msg = build_mime(
+            message, from_email=from_email, from_name=from_name, reply_to=reply_to, list_id=list_id
+        )
+        return msg, msg.as_bytes(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    except Exception as exc:  # any defect of this one message (a header, an address)
+        raise SendError(f"{message.to}: the message cannot be built ({type(exc).__name__}: {exc})") from None

@@ -70,6 +70,7 @@ from datetime import UTC, datetime
 
 from digest import editions
 from digest import subscribers as subs
+from digest.addresses import key as address_key
 from digest.config import Config
 from digest.errors import DigestError, ProviderAuthError, SendError, StoreError
 from digest.model import Subscriber
@@ -156,6 +157,11 @@ class _Run:
         self.check_done = False
         self.before_new: frozenset[str] = frozenset()
         self.before_old: frozenset[str] = frozenset()
+        # Readers whose copy is undecided (in flight when a run stopped): passed over, reported as
+        # undecided (summary.in_flight), never counted "already sent".
+        self.undecided_ids: set[int] = set()
+        # A dry run only: readers of batches a stopped run accepted but did not write to deliveries.
+        self.unwritten_done: set[int] = set()
 
     # the steps
 
@@ -173,9 +179,16 @@ class _Run:
                 self.builder.recorded = self.ledger.recorded()
                 self._in_flight()
                 self._mark_suppressed()
+            else:  # what the real send would do now: the ledger is read, never written
+                self.builder.recorded = self.ledger.recorded()
+                if not self.resend_in_flight:
+                    self.summary.in_flight = self.ledger.in_flight()
+                self.unwritten_done, unwritten_undecided = _unwritten(self.store, self.edition_id)
+                self.undecided_ids |= unwritten_undecided
+            self.undecided_ids |= _undecided_ids(self.store, self.edition_id)
             # The common case needs no per-reader look-ups: a first run, and no post of this window
             # in an earlier edition.
-            self.check_done = not self.dry_run and self.ledger.any_done()
+            self.check_done = bool(self.undecided_ids or self.unwritten_done) or self.ledger.any_done()
             self.before_new, self.before_old = self.ledger.sent_before(self.plan.candidates)
             links = PersonalLinks(self.plan.config)
             if self.bulk is not None:
@@ -293,7 +306,9 @@ class _Run:
     def _page(self, page: list[_Row]) -> None:
         """One page of readers in (category set, id) order: each set's batches fill, then flush at its end."""
         ids = [r[0] for r in page] if self.check_done or self.before_new or self.before_old else []
-        done = self.ledger.done_among(ids) if self.check_done else ()
+        done = self.ledger.done_among(ids) if self.check_done else set()
+        if self.unwritten_done or self.undecided_ids:
+            done |= (self.unwritten_done | self.undecided_ids).intersection(ids)
         received = (
             self.ledger.received(ids, self.before_new, self.before_old)
             if self.before_new or self.before_old
@@ -313,10 +328,14 @@ class _Run:
                 self._flush_all(report=False)
                 current, cats, plain = label, category_set_keys(label), None
             if done and sid in done:
-                summary.already_sent += 1
-                continue
+                if sid not in self.undecided_ids:
+                    summary.already_sent += 1
+                    continue
+                if not (self.dry_run and self.resend_in_flight):
+                    continue  # undecided: listed in summary.in_flight, not "already sent"
+                # a dry run of --resend-in-flight: this reader would be sent again
             if suppressed:
-                why = suppressed.get(email.casefold())
+                why = suppressed.get(address_key(email))
                 if why:
                     summary.skipped[f"on SendGrid's {why} list"] += 1
                     skipped.append((sid, label, f"suppressed by SendGrid ({why})"))
@@ -378,6 +397,46 @@ class _Run:
             self.progress(
                 Progress(self.processed, self.total, s.sent, s.skipped_total + s.already_sent, s.failed_total)
             )
+
+
+def _undecided_ids(store: Store, edition_id: str) -> set[int]:
+    """Readers of this edition whose copy is undecided in ``deliveries`` (a few batches at most)."""
+    from sqlalchemy import select
+
+    from digest.store import deliveries as d
+
+    with store.reading() as c:
+        rows = c.execute(
+            select(d.c.subscriber_id).where(d.c.edition_id == edition_id, d.c.state.in_(UNDECIDED_STATES))
+        )
+        return {int(r[0]) for r in rows}
+
+
+def _unwritten(store: Store, edition_id: str) -> tuple[set[int], set[int]]:
+    """(accepted, undecided) readers of batches not yet written to ``deliveries`` (a dry run
+    reads them as the real run's start would write them; failed ones are retried, so neither)."""
+    import json
+
+    from sqlalchemy import select
+
+    from digest.store import batches as b
+
+    accepted: set[int] = set()
+    undecided: set[int] = set()
+    with store.reading() as c:
+        for state, ids in c.execute(
+            select(b.c.state, b.c.pending_ids).where(
+                b.c.edition_id == edition_id, b.c.pending_ids.is_not(None)
+            )
+        ):
+            into = accepted if state == "accepted" else undecided if state in UNDECIDED_STATES else None
+            if into is not None:
+                into.update(int(i) for i in (json.loads(ids) if isinstance(ids, str) else ids))
+    return accepted, undecided
+
+
+# The ledger's names for a copy nobody can vouch for ("in_flight"; "undecided" once it is a state).
+UNDECIDED_STATES = ("in_flight", "undecided")
 
 
 # -- public API -----------------------------------------------------------------------------

@@ -127,7 +127,13 @@ class SerialDispatcher:
         failed = {by_email[e]: why for e, why in result.failed.items() if e in by_email}
         ids_seen = set(result.message_ids.values())
         message_id = next(iter(ids_seen)) if len(ids_seen) == 1 else None
-        b.ledger.finish([Finished(batch_row, ids, message_id=message_id, failed=failed)])
+        # Every reader refused (the SMTP server down): the batch failed, it was not "accepted".
+        error = (
+            f"every reader failed: {reason(next(iter(failed.values())))}" if len(failed) == len(ids) else None
+        )
+        b.ledger.finish([Finished(batch_row, ids, message_id=message_id, failed=failed, error=error)])
+        if error is not None:
+            summary.batches_failed += 1
         if len(ids_seen) > 1:
             b.ledger.per_recipient_ids(batch_row, {by_email[e]: m for e, m in result.message_ids.items()})
         for why in failed.values():
@@ -185,21 +191,40 @@ class PipelinedDispatcher:
     def send(self, variant: Variant, members: list[Member]) -> None:
         self._stopped()
         b, sender = self.b, self.sender
+        unbuildable: SendError | None = None  # this email cannot be a request: its batches fail alone
         if variant.prefix is None:
-            variant.prefix = sender.prepared_prefix(b.message(variant, ()))
+            try:
+                variant.prefix = sender.prepared_prefix(b.message(variant, ()))
+            except SendError as exc:
+                unbuildable = exc
         b.summary.batches += 1
         if self.poster is None or b.lock is None:  # a dry run: the same limits a real send checks
-            sender.prepared_body(variant.prefix, self.personalizer.build(members), len(members))
+            try:
+                if unbuildable is not None:
+                    raise unbuildable
+                assert variant.prefix is not None
+                sender.prepared_body(variant.prefix, self.personalizer.build(members), len(members))
+            except SendError as exc:  # what the real send would do: this batch fails, the run goes on
+                b.summary.batches_failed += 1
+                b.summary.failed[reason(str(exc))] += len(members)
+                return
             b.summary.sent += len(members)
             return
         self.drain()
         self._stopped()
         # Big batches' personalizations are built by the worker while this thread goes on.
-        parts: str | Future[str] = (
-            self.pool.submit(members)
-            if self.pool is not None and len(members) >= POOL_MIN_BATCH
-            else self.personalizer.build(members)
-        )
+        parts: str | Future[str]
+        if unbuildable is not None:
+            parts = Future()
+            parts.set_exception(unbuildable)
+        elif self.pool is not None and len(members) >= POOL_MIN_BATCH:
+            parts = self.pool.submit(members)
+        else:
+            try:
+                parts = self.personalizer.build(members)
+            except SendError as exc:  # this batch cannot be built: it fails alone (recorded below)
+                parts = Future()
+                parts.set_exception(exc)
         b.lock.renew()
         self.poster.put(_Posting(variant, 0, [m[0] for m in members], parts))  # waits when it is full
 
@@ -273,6 +298,7 @@ class _Posting:
     parts: str | Future[str]  # the comma-joined personalizations, or the worker's promise of them
     message_id: str | None = None
     error: BaseException | None = None
+    unbuildable: bool = False  # its parts could not be built (SendError): recorded failed, alone
 
 
 class _Poster:
@@ -332,6 +358,8 @@ class _Poster:
                     answered = []
                     in_flight += 1
                 else:
+                    if job.unbuildable and not self.stop.is_set():
+                        answered = self._record_unbuildable(job, answered)
                     self._done(job)
             try:
                 kind, item = self.inbox.get(timeout=ANSWER_DELAY if answered else None)
@@ -390,9 +418,25 @@ class _Poster:
         """The readers' parts (waiting for the worker if it builds them); None and job.error if not."""
         try:
             return job.parts.result() if isinstance(job.parts, Future) else job.parts
+        except SendError as exc:  # this batch cannot be built (an address twice): it fails alone
+            job.error = exc
+            job.unbuildable = True
         except Exception as exc:  # the worker died: not sent, and a rerun sends it
             job.error = SendError(f"not sent: building the request failed ({type(exc).__name__}: {exc})")
         return None
+
+    def _record_unbuildable(self, job: _Posting, answered: list[Finished]) -> list[Finished]:
+        """A batch whose request could not be built (an address twice, a limit): recorded, then
+        failed with its reason (``digest status`` shows it), so it fails alone and a rerun retries it.
+        Nothing was posted, so it is never undecided. Returns the answers still to write."""
+        try:
+            job.batch_id = self.ledger.record_in_flight(
+                self.raw, job.variant, job.ids, answered, fence=self.b.lock, cover=self.cover
+            )
+        except Exception:  # not recorded: counted failed in the summary, and a rerun sends it
+            log.exception("Could not record the failed batch of edition %s", self.ledger.edition_id)
+            return answered
+        return [_finished(job)]
 
     def _post(self, job: _Posting, parts: str) -> None:
         """Build the body (with the edition and ledger batch id in custom_args) and post it."""

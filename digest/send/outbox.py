@@ -15,18 +15,22 @@ import threading
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
-from email.parser import BytesParser
+from email.parser import Parser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from digest.errors import SendError
-from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, build_mime
+from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, mime_bytes
 from digest.send.headers import list_id
 
 if TYPE_CHECKING:
     from digest.config import Config
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+class _FolderError(SendError):
+    """The outbox folder cannot be written: every reader of the batch, not one."""
 
 
 class OutboxSender:
@@ -51,14 +55,13 @@ class OutboxSender:
         return self.folder / f"{stamp}-{os.getpid()}-{n:06d}-{safe}.eml"
 
     def send_one(self, message: OutgoingMessage) -> str:
-        msg = build_mime(
+        msg, data = mime_bytes(  # UTF-8 headers for an address that is not ASCII (RFC 6532)
             message,
             from_email=self.from_email,
             from_name=self.from_name,
             reply_to=self.reply_to,
             list_id=self.list_id,
         )
-        data = msg.as_bytes(policy=policy.SMTP)
         path = self._path_for(message.to)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -71,13 +74,18 @@ class OutboxSender:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise SendError(f"Cannot write to the outbox folder {self.folder}: {exc}") from exc
+            raise _FolderError(f"Cannot write to the outbox folder {self.folder}: {exc}") from exc
         return str(msg["Message-ID"]).strip("<>")
 
     def send_batch(self, batch: BatchMessage) -> BatchResult:
         result = BatchResult()
         for recipient in batch.recipients:
-            result.message_ids[recipient.email] = self.send_one(batch.personalise(recipient))
+            try:
+                result.message_ids[recipient.email] = self.send_one(batch.personalise(recipient))
+            except _FolderError:
+                raise  # the folder, not the reader: the batch fails as a whole
+            except SendError as exc:
+                result.failed[recipient.email] = str(exc)
         return result
 
     def close(self) -> None:
@@ -85,10 +93,14 @@ class OutboxSender:
 
 
 def read_outbox(folder: str | os.PathLike[str]) -> list[EmailMessage]:
-    """Every message in an outbox folder, oldest first, parsed with the ``email`` package."""
-    parser = BytesParser(policy=policy.default)
+    """Every message in an outbox folder, oldest first, parsed with the ``email`` package.
+
+    Read as UTF-8 text (RFC 6532 headers: a ``To: jöhn@example.com`` reads back as written;
+    the bodies are quoted-printable ASCII), so a bytes parser's surrogates never appear.
+    """
+    parser = Parser(policy=policy.default)
     messages: list[EmailMessage] = []
     for path in sorted(Path(folder).glob("*.eml")):
-        with path.open("rb") as fh:
-            messages.append(parser.parse(fh))  # type: ignore[arg-type,unused-ignore]
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+        messages.append(parser.parsestr(text))  # type: ignore[arg-type,unused-ignore]
     return messages

@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import IO, Any
 
+from digest.addresses import key as address_key
 from digest.config import Config
 from digest.errors import ConfigError, SendError
 from digest.links import LinkMaker, Signer, load_secret
@@ -88,7 +89,7 @@ class PersonalizationSpec:
 
 
 class PersonalLinks:
-    """Per-recipient links and headers: one payload encode and two HMACs per reader."""
+    """Per-recipient links and headers: two short reader tokens (``digest.links``) per reader."""
 
     def __init__(self, config: Config, *, secret: str | None = None) -> None:
         self.base_url = config.web.base_url
@@ -101,7 +102,8 @@ class PersonalLinks:
         return self.member(sub.id, sub.email, sub.name)
 
     def member(self, sid: int, email: str, name: str) -> Recipient:
-        preferences, unsubscribe = self.personal_urls(email)
+        # id 0: a test copy (no reader row to look up), so its links carry the address instead
+        preferences, unsubscribe = self.personal_urls(email, sid if sid > 0 else None)
         substitutions = {PREFERENCES_URL: preferences, UNSUBSCRIBE_URL: unsubscribe}
         if self.fields:
             substitutions.update(field_values(self.fields, name, email))
@@ -138,10 +140,11 @@ class Personalizer:
     def build(self, members: Sequence[Member]) -> str:
         """The batch's personalizations, comma-joined; raises SendError on an address twice."""
         emails = [m[1] for m in members]
-        if len({e.casefold() for e in emails}) != len(emails):
-            raise SendError("An address appears twice in one batch; SendGrid refuses duplicates.")
+        twice = first_repeat(emails)
+        if twice is not None:
+            raise SendError(f"{twice} appears twice in one batch; SendGrid refuses duplicates.")
         fragment = self.writer.fragment
-        urls = self.links.personal_urls_many(emails)
+        urls = self.links.personal_urls_many([(m[0], m[1]) for m in members])
         if self.fields:
             fields = self.fields
             return ",".join(
@@ -156,6 +159,17 @@ class Personalizer:
                 for (sid, email, name), (pref, unsub) in zip(members, urls, strict=True)
             ]
         )
+
+
+def first_repeat(emails: Sequence[str]) -> str | None:
+    """The first address whose key (``digest.addresses.key``, the one rule) came before, or None."""
+    seen: set[str] = set()
+    for email in emails:
+        k = address_key(email)
+        if k in seen:
+            return email
+        seen.add(k)
+    return None
 
 
 def _encoded(values: dict[str, str]) -> str:

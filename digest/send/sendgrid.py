@@ -39,6 +39,7 @@ from urllib.error import URLError
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
+from digest.addresses import key as address_key
 from digest.config import SENDGRID_KEY_ENV
 from digest.errors import ConfigError, ProviderAuthError, SendError, UndecidedError
 from digest.send.base import (
@@ -211,7 +212,7 @@ class SendGridSender:
         seen: set[str] = set()
         append = personalizations.append
         for r in batch.recipients:
-            key = r.email.casefold()
+            key = address_key(r.email)
             if key in seen:
                 raise SendError(f"{r.email} appears twice in one batch; SendGrid refuses duplicates.")
             seen.add(key)
@@ -416,7 +417,7 @@ class SendGridSender:
     def suppressions(self, *, page_size: int = 500) -> dict[str, str]:
         """Every address on SendGrid's global unsubscribe, bounce and spam report lists.
 
-        Returns {address (casefolded): our status name} (unsubscribed, bounced, complained).
+        Returns {address key (``digest.addresses.key``): our status name} (unsubscribed, bounced, complained).
         """
         found: dict[str, str] = {}
         for name, status in SUPPRESSION_LISTS.items():
@@ -429,7 +430,7 @@ class SendGridSender:
                 for entry in page:
                     email = entry.get("email") if isinstance(entry, dict) else None
                     if email:
-                        found.setdefault(email.strip().casefold(), status)
+                        found.setdefault(address_key(email.strip()), status)
                 if len(page) < page_size:
                     break
                 offset += page_size

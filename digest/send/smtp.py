@@ -15,18 +15,32 @@ import random
 import smtplib
 import ssl
 import time
-from email import policy
 from typing import TYPE_CHECKING
 
 from digest.config import SMTP_PASSWORD_ENV
 from digest.errors import ProviderAuthError, SendError
-from digest.send.base import BatchMessage, BatchResult, OutgoingMessage, build_mime, retry_base_seconds
+from digest.send.base import (
+    BatchMessage,
+    BatchResult,
+    OutgoingMessage,
+    mime_bytes,
+    needs_smtputf8,
+    retry_base_seconds,
+)
 from digest.send.headers import list_id
 
 if TYPE_CHECKING:
     from digest.config import Config
 
 log = logging.getLogger(__name__)
+
+
+class _NoSMTPUTF8(Exception):
+    """The server cannot take this reader's address (kept apart from the retried errors)."""
+
+
+class _Unreachable(SendError):
+    """The connection to the server failed after every retry: the server is down, not the reader."""
 
 
 class SMTPSender:
@@ -81,20 +95,32 @@ class SMTPSender:
             self._smtp = None
 
     def send_one(self, message: OutgoingMessage) -> str:
-        msg = build_mime(
+        msg, data = mime_bytes(
             message,
             from_email=self.from_email,
             from_name=self.from_name,
             reply_to=self.reply_to,
             list_id=self.list_id,
         )
-        data = msg.as_bytes(policy=policy.SMTP)
         envelope_from = message.from_email or self.from_email
+        utf8 = needs_smtputf8(message.to, envelope_from)
         attempt = 0
         while True:
             try:
-                self._connect().sendmail(envelope_from, [message.to], data)
+                smtp = self._connect()
+                options: list[str] = []
+                if utf8:
+                    smtp.ehlo_or_helo_if_needed()
+                    if not smtp.has_extn("smtputf8"):  # not retried: no retry changes the server
+                        raise _NoSMTPUTF8(
+                            f"{message.to}: the SMTP server does not offer SMTPUTF8, which an address "
+                            "that is not ASCII needs; this reader was not sent"
+                        )
+                    options = ["SMTPUTF8", "BODY=8BITMIME"]
+                smtp.sendmail(envelope_from, [message.to], data, mail_options=options)
                 return str(msg["Message-ID"]).strip("<>")
+            except _NoSMTPUTF8 as exc:
+                raise SendError(str(exc)) from None
             except ProviderAuthError:
                 raise
             except smtplib.SMTPRecipientsRefused as exc:
@@ -108,6 +134,8 @@ class SMTPSender:
             except (smtplib.SMTPServerDisconnected, SendError, OSError) as exc:
                 self._drop()
                 problem, temporary = f"the SMTP connection failed ({exc})", True
+                if attempt >= self.max_retries:  # the server, not this reader: see send_batch
+                    raise _Unreachable(f"{message.to}: {problem}") from None
             if not temporary or attempt >= self.max_retries:
                 raise SendError(f"{message.to}: {problem}")
             attempt += 1
@@ -117,11 +145,18 @@ class SMTPSender:
 
     def send_batch(self, batch: BatchMessage) -> BatchResult:
         result = BatchResult()
+        unreachable = ""
         for recipient in batch.recipients:
+            if unreachable:  # retried already for a reader of this batch: the rest fail at once
+                result.failed[recipient.email] = f"{recipient.email}: not tried, {unreachable}"
+                continue
             try:
                 result.message_ids[recipient.email] = self.send_one(batch.personalise(recipient))
             except ProviderAuthError:
                 raise
+            except _Unreachable as exc:
+                result.failed[recipient.email] = str(exc)
+                unreachable = str(exc).split(": ", 1)[-1]
             except SendError as exc:
                 result.failed[recipient.email] = str(exc)
         return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
@@ -14,8 +14,8 @@ from digest.errors import SendError
 from digest.send import make_sender
 from digest.send.base import BulkSender, Sender
 from digest.send.ledger import Ledger
-from digest.send.summary import InFlightBatch
-from digest.store import Store, batches, deliveries
+from digest.send.summary import InFlightBatch, reason
+from digest.store import Store, batches, deliveries, subscribers
 from digest.store import editions as editions_table
 
 
@@ -36,6 +36,37 @@ class EditionStatus:
     batches: dict[str, int]  # state -> batches
     in_flight: list[InFlightBatch]
     category_sets: dict[str, int]  # category set -> readers sent
+    # Every reader of the edition in exactly one of READER_STATES; they sum to ``audience``.
+    readers: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def audience(self) -> int:
+        """Everyone the edition is for: recorded readers plus active subscribers not reached yet."""
+        return sum(self.readers.values())
+
+    @property
+    def complete(self) -> bool:
+        """Nobody is left whose copy is unknown (undecided) or still to go (pending)."""
+        return not self.readers.get("undecided") and not self.readers.get("pending")
+
+    @property
+    def shown_status(self) -> str:
+        """The edition's status as told: "sent" only when nobody is pending or undecided."""
+        if self.status in ("sent", "sending") and not self.complete and not self.lock_owner:
+            parts = [f"{self.readers[k]} {k}" for k in ("undecided", "pending") if self.readers.get(k)]
+            return f"incomplete: {', '.join(parts)}, see below"
+        failed = self.readers.get("failed", 0)
+        if self.status == "sent" and failed:  # a run that finished is not "sent" to those it failed
+            if not self.readers.get("sent"):
+                return f"not sent: all {failed} readers failed, see below"
+            return f"sent, except {failed} failed (see below; a rerun retries only them)"
+        return self.status
+
+
+# The states `digest status` counts every reader in, in the order it shows them.
+READER_STATES = ("sent", "failed", "undecided", "skipped", "suppressed", "pending")
+UNDECIDED = ("in_flight", "undecided")  # the ledger's names for a copy nobody can vouch for
+SUPPRESSED = "suppressed by SendGrid"  # how the run records a reader on a provider's list
 
 
 def edition_status(store: Store, edition_id: str) -> EditionStatus:
@@ -80,6 +111,31 @@ def edition_status(store: Store, edition_id: str) -> EditionStatus:
                 batches.c.edition_id == edition_id, batches.c.pending_ids.is_not(None)
             )
         ).all()
+        by_reason: list[tuple[str, str | None, int]] = [
+            (str(st), err, int(n))
+            for st, err, n in c.execute(
+                select(deliveries.c.state, deliveries.c.error, func.count())
+                .where(deliveries.c.edition_id == edition_id, deliveries.c.state == "skipped")
+                .group_by(deliveries.c.state, deliveries.c.error)
+            ).all()
+        ]
+        # Active readers who joined before the edition ended and are in no row of it yet: a
+        # rerun would send to them, so they are pending (people who joined later are not counted).
+        recorded = select(deliveries.c.subscriber_id).where(
+            deliveries.c.edition_id == edition_id, deliveries.c.subscriber_id == subscribers.c.id
+        )
+        joined_by = row.sent_at or datetime.now(UTC)
+        not_recorded = int(
+            c.execute(
+                select(func.count())
+                .select_from(subscribers)
+                .where(
+                    subscribers.c.status == "active",
+                    subscribers.c.created_at <= joined_by,
+                    ~recorded.exists(),
+                )
+            ).scalar_one()
+        )
     state_counts: Counter[str] = Counter(states)
     reason_counts: Counter[str | None] = Counter(reasons)
     for state, category_set, error, recipients in pending:
@@ -89,6 +145,16 @@ def edition_status(store: Store, edition_id: str) -> EditionStatus:
             sets[category_set] += recipients
         elif reader_state == "failed":
             reason_counts[error] += recipients
+    in_batches = sum(int(r[3]) for r in pending)  # readers of batches not in deliveries yet
+    suppressed = sum(n for _, err, n in by_reason if (err or "").startswith(SUPPRESSED))
+    readers = {
+        "sent": state_counts["sent"],
+        "failed": state_counts["failed"],
+        "undecided": sum(state_counts[k] for k in UNDECIDED),
+        "skipped": state_counts["skipped"] - suppressed,
+        "suppressed": suppressed,
+        "pending": state_counts["pending"] + max(0, not_recorded - in_batches),
+    }
     return EditionStatus(
         edition_id=edition_id,
         status=row.status,
@@ -99,11 +165,20 @@ def edition_status(store: Store, edition_id: str) -> EditionStatus:
         sendgrid_batch_id=row.sendgrid_batch_id,
         lock_owner=row.lock_owner if row.lock_expires and row.lock_expires > datetime.now(UTC) else None,
         deliveries={str(k): int(v) for k, v in state_counts.items()},
-        reasons={str(k or "?"): int(v) for k, v in reason_counts.items()},
+        reasons=_grouped(reason_counts),
         batches={str(k): int(v) for k, v in batch_states.items()},
         in_flight=Ledger(store, edition_id).in_flight(),
         category_sets={str(k): int(v) for k, v in sets.items()},
+        readers=readers,
     )
+
+
+def _grouped(counts: Counter[str | None]) -> dict[str, int]:
+    """Reasons as the send's summary groups them: "a@x: refused" and "b@x: refused" are one row."""
+    out: Counter[str] = Counter()
+    for error, n in counts.items():
+        out[reason(error) if error else "?"] += int(n)
+    return dict(out)
 
 
 def cancel(config: Config, store: Store, edition_id: str, *, sender: Sender | None = None) -> EditionStatus:

@@ -78,8 +78,8 @@ class SendSummary:
             n = sum(b.recipients for b in self.in_flight)
             text += (
                 f" {len(self.in_flight)} batch(es) ({n} readers) were in flight when an earlier run "
-                "stopped and were not resent; check the provider's activity, then use "
-                "--resend-in-flight if they did not go out."
+                "stopped and were not resent (undecided: their request may never have reached the "
+                "provider); check the provider's activity, then use --resend-in-flight if they did not go out."
             )
         if self.stopped:
             text += f" Stopped: {self.stopped}"

@@ -20,6 +20,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 
 if TYPE_CHECKING:
     from digest.store import Store
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -122,8 +125,8 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
     A bounce of type ``blocked`` is temporary (the receiving server said "not now") and only
     recorded; a real bounce, a spam report and an unsubscribe end the subscription.
     """
-    from digest import subscribers
-    from digest.errors import StoreError
+    from sqlalchemy import select
+
     from digest.store import provider_events, utcnow
 
     if store.dialect == "postgresql":
@@ -146,10 +149,19 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
         at = None
         if isinstance(event.get("timestamp"), int | float):
             at = datetime.fromtimestamp(event["timestamp"], UTC)
+        event_id = _event_id(event)
+        with store.reading() as c:  # seen before (SendGrid retries and replays)?
+            seen = c.execute(select(provider_events.c.id).where(provider_events.c.id == event_id)).first()
+        if seen is not None:
+            summary.duplicates += 1
+            continue
+        # The status change first, the record of the event after: a busy database raises before
+        # anything is recorded, so the provider's retry (it retries a 5xx) is not a "duplicate".
+        changed = _apply_status(store, event, kind, email, summary)
         stmt = (
             insert(provider_events)
             .values(
-                id=_event_id(event),
+                id=event_id,
                 kind=kind,
                 email=email,
                 at=at,
@@ -162,31 +174,12 @@ def record_events(store: Store, events: list[dict[str, Any]]) -> WebhookSummary:
         with store.session() as s:
             # RETURNING, not rowcount: psycopg's rowcount through a Session is not 1 here.
             new = s.execute(stmt).first() is not None
-        if not new:
+        if not new:  # a concurrent post of the same event won (its status change is the same)
             summary.duplicates += 1
             continue
         summary.recorded += 1
-        status = STATUS_FOR_EVENT.get(kind)
-        if status is None or not email:
-            continue
-        if kind == "bounce" and str(event.get("type", "")).lower() == "blocked":
-            continue
-        detail = {
-            k: str(event[k])[:300]
-            for k in ("sg_event_id", "sg_message_id", "reason", "type", "edition")
-            if event.get(k) is not None
-        }
-        try:
-            before = subscribers.get(store, email)
-            if before is None:
-                summary.unknown += 1
-                continue
-            subscribers.set_status(store, email, status, source="sendgrid", detail=detail)
-        except StoreError:
-            summary.unknown += 1
-            continue
-        if before.status != status:
-            summary.marked[status] += 1
+        if changed:
+            summary.marked[changed] += 1
     if accepted:
         from digest.send.ledger import settle
 
@@ -204,3 +197,40 @@ def _batch_of(event: dict[str, Any]) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (edition[:64], number) if number > 0 else None
+
+
+def _apply_status(
+    store: Store, event: dict[str, Any], kind: str, email: str | None, summary: WebhookSummary
+) -> str | None:
+    """The subscriber status an event means, applied; the status if it changed, else None.
+
+    A bounce of type ``blocked`` is temporary and changes nothing. Raises DatabaseBusyError
+    (nothing changed: the caller answers busy and the provider retries); any other store
+    problem counts the event as about an unknown reader.
+    """
+    from digest import subscribers
+    from digest.errors import StoreError
+    from digest.store import DatabaseBusyError
+
+    status = STATUS_FOR_EVENT.get(kind)
+    if status is None or not email:
+        return None
+    if kind == "bounce" and str(event.get("type", "")).lower() == "blocked":
+        return None
+    detail = {
+        k: str(event[k])[:300]
+        for k in ("sg_event_id", "sg_message_id", "reason", "type", "edition")
+        if event.get(k) is not None
+    }
+    try:
+        before = subscribers.get(store, email)
+        if before is None:
+            summary.unknown += 1
+            return None
+        subscribers.set_status(store, email, status, source="sendgrid", detail=detail)
+    except DatabaseBusyError:
+        raise  # nothing was changed or recorded: the provider's retry does it
+    except StoreError:
+        summary.unknown += 1
+        return None
+    return status if before.status != status else None

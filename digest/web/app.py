@@ -200,6 +200,9 @@ class WebApp:
         if len(token) > MAX_TOKEN_CHARS:
             raise LinkError("This link is damaged: it is far longer than any link we send.")
         max_age = self.config.web.confirm_hours * 3600 if purpose == CONFIRM else None
+        reader = self.signer.reader_id(token)  # a reader token (id, no address), or None
+        if reader is not None and purpose != CONFIRM:
+            return self.signer.verify_reader(purpose, token, self.reader_email(reader), max_age=max_age)
         email = self.signer.verify(purpose, token, max_age=max_age)
         try:
             return subs.normalise_email(email)
@@ -208,6 +211,18 @@ class WebApp:
                 "This link was made for an email address we can no longer accept, so it can't be "
                 "used any more."
             ) from None
+
+    def reader_email(self, subscriber_id: int) -> str | None:
+        """The stored address of a reader token's id (one primary-key read), or None."""
+        from sqlalchemy import select
+
+        from digest.store import subscribers as table
+
+        if subscriber_id > 2**31 - 1:  # no such id (the column is a 32-bit integer on PostgreSQL)
+            return None
+        with self.store.reading() as c:
+            found = c.execute(select(table.c.email).where(table.c.id == subscriber_id)).scalar_one_or_none()
+        return None if found is None else str(found)
 
     def categories_from_form(self, values: list[str]) -> tuple[list[str], str]:
         return categories_from_form(self.config, values)
