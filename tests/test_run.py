@@ -405,3 +405,21 @@ def test_the_check_and_the_send_read_one_plan(site: Site) -> None:
     carried = {p["path"] for s in plan.manifest["sections"] for p in s["posts"]}
     assert carried == {item.post_path for item in plan.edition.items} == {"late.md", "new.md"}
     assert {item.post_path for item in plan.edition_for(["News"]).items} == carried
+
+
+def test_a_test_send_with_nothing_new_names_categories_as_config_spells_them(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    site.post("one", "2026-01-08 09:00", category="News")
+    code, out = main_output(
+        site,
+        capsys,
+        "send",
+        "--test",
+        "me@example.org",
+        "--as-of",
+        "2026-01-12T07:00",
+        "--categories",
+        "tech",
+    )
+    assert code == 1 and "Nothing in Tech was published" in out, out

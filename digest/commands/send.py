@@ -209,9 +209,16 @@ def print_summary(console: Console, summary: SendSummary) -> None:
         console.print(f"Note: {note}.")
 
 
-def _set_name(label: str) -> str:
-    """A stored category set as people read it (the empty set is every category)."""
-    return label or "all categories"
+def _set_name(label: str, config: Config | None = None) -> str:
+    """A stored category set as people read it: config's names (the empty set is every category)."""
+    if not label:
+        return "all categories"
+    if config is None:
+        return label
+    from digest.pipeline import display_names
+    from digest.subscribers import category_set_keys
+
+    return ", ".join(display_names(config, category_set_keys(label)))
 
 
 @click.command("status")
@@ -262,12 +269,12 @@ def status_command(edition_id: str | None) -> None:
         sets.add_column("Category set")
         sets.add_column("Sent", justify="right")
         for name, n in sorted(st.category_sets.items(), key=lambda kv: -kv[1]):
-            sets.add_row(_set_name(name), str(n))
+            sets.add_row(_set_name(name, config), str(n))
         console.print(sets)
     console.print("Batches: " + (", ".join(f"{k} {v}" for k, v in sorted(st.batches.items())) or "none"))
     for batch in st.in_flight:
         console.print(
-            f"[yellow]Batch {batch.id} ({_set_name(batch.category_set)}, {batch.recipients} readers) is undecided, "
+            f"[yellow]Batch {batch.id} ({_set_name(batch.category_set, config)}, {batch.recipients} readers) is undecided, "
             f"in flight since {batch.since:%Y-%m-%d %H:%M} UTC[/]: its request may or may not have reached the provider. "
             "Check the provider's activity feed for it; `digest send --resend-in-flight` resends it if it did "
             "not go out."

@@ -511,7 +511,9 @@ def send_test(
     variant = VariantBuilder(plan).variant(keys, frozenset())
     rendered = variant.rendered
     if rendered is None:
-        wanted = ", ".join(keys) or "any category"
+        from digest.pipeline import display_names
+
+        wanted = ", ".join(display_names(config, keys)) or "any category"
         raise SendError(f"Nothing in {wanted} was published in edition {plan.id}'s window; no test sent.")
     recipient = PersonalLinks(config).recipient(
         Subscriber(id=0, email=address, status="active", categories=keys)
