@@ -74,7 +74,7 @@ class Outcome:
             f"{self.case} [{self.database}]: {'PASS' if self.ok else 'FAIL'}; {self.readers} readers, "
             f"{len(self.duplicates)} got it twice ({sum(self.duplicates.values()) - len(self.duplicates)}"
             f" extra copies), {self.pair_duplicates} reader-post pairs twice, {len(self.missing)} missing"
-            f" ({len(self.silently_dropped)} silently dropped, {len(self.undecided)} listed undecided)"
+            f" ({len(self.silently_dropped)} silently dropped, {len(self.undecided)} listed undecided or failed)"
             + (f"; error: {self.error[:300]}" if self.error else "")
             + (f"; {self.notes}" if self.notes else "")
         )
@@ -198,22 +198,25 @@ cache = ".cache"
                     os.environ[k] = v
 
     def undecided(self, edition: str = EDITION) -> set[str]:
-        """Readers the database holds in flight for ``edition`` (rows, and batches not yet written out)."""
+        """Readers the database lists for ``edition`` as not delivered: undecided (in flight) or failed
+        with a reason (rows, and batches not yet written out). Both are shown by `digest status`
+        and a rerun retries the failed ones, so neither is silently dropped; a reader with no row
+        at all is (e.g. a 429 storm that outlasts `max_retries` fails its batch, visibly)."""
         ids: set[int] = set()
         with self.site.store.reading() as c:
             ids.update(
                 r[0]
                 for r in c.exec_driver_sql(
                     "SELECT subscriber_id FROM deliveries WHERE edition_id = %s "
-                    "AND state IN ('in_flight', 'undecided')"
+                    "AND state IN ('in_flight', 'undecided', 'failed')"
                     if self.site.store.dialect == "postgresql"
                     else "SELECT subscriber_id FROM deliveries WHERE edition_id = ? "
-                    "AND state IN ('in_flight', 'undecided')",
+                    "AND state IN ('in_flight', 'undecided', 'failed')",
                     (edition,),
                 )
             )
             for (pending,) in c.exec_driver_sql(
-                "SELECT pending_ids FROM batches WHERE state IN ('in_flight', 'undecided') "
+                "SELECT pending_ids FROM batches WHERE state IN ('in_flight', 'undecided', 'failed') "
                 "AND pending_ids IS NOT NULL"
             ):
                 ids.update(int(i) for i in json.loads(pending))
