@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -462,11 +463,7 @@ def create_app(settings: PreviewSettings) -> Starlette:
         form = await request.form()
         if (denied := await refused(request, form)) is not None:
             return denied
-        selection = Selection(
-            categories=tuple(str(c) for c in form.getlist("c") if str(c).strip()),
-            as_of=str(form.get("as_of") or ""),
-            scheme=str(form.get("scheme") or "light"),
-        )
+        selection = _posted_selection(form)
         build = await run_in_threadpool(server.build, selection)
         out = server.save_dir()
         if build.manifest is None:
@@ -489,11 +486,7 @@ def create_app(settings: PreviewSettings) -> Starlette:
         form = await request.form()
         if (denied := await refused(request, form)) is not None:
             return denied
-        selection = Selection(
-            categories=tuple(str(c) for c in form.getlist("c") if str(c).strip()),
-            as_of=str(form.get("as_of") or ""),
-            scheme=str(form.get("scheme") or "light"),
-        )
+        selection = _posted_selection(form)
         address = str(form.get("address") or "").strip()
         build = await run_in_threadpool(server.build, selection)
         if build.rendered is None:
@@ -547,6 +540,15 @@ def create_app(settings: PreviewSettings) -> Starlette:
     )
     app.state.preview = server
     return app
+
+
+def _posted_selection(form: FormData) -> Selection:
+    """The selection a page form posts back (Save and Send test carry the page's own)."""
+    return Selection(
+        categories=tuple(str(c) for c in form.getlist("c") if str(c).strip()),
+        as_of=str(form.get("as_of") or ""),
+        scheme=str(form.get("scheme") or "light"),
+    )
 
 
 def _allowed_hosts(host: str) -> list[str]:
