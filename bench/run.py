@@ -892,6 +892,8 @@ class FakeServer:
     """tests/fake_sendgrid.py --fast in its own process, so its work is not in our figures."""
 
     def __init__(self, link: LinkSpec | None = None) -> None:
+        # What the server prints (a handler's traceback): kept, and shown with the run's figures.
+        self._errors = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -902,6 +904,7 @@ class FakeServer:
                 *(link or LinkSpec()).args(),
             ],
             stdout=subprocess.PIPE,
+            stderr=self._errors,
             text=True,
         )
         assert self.proc.stdout
@@ -909,9 +912,16 @@ class FakeServer:
         if not self.url.startswith("http"):
             raise RuntimeError("the fake SendGrid server did not start")
 
+    def errors(self) -> str:
+        """The tail of what the server wrote to stderr so far ("" when it wrote nothing)."""
+        self._errors.flush()
+        self._errors.seek(0)
+        return self._errors.read()[-4000:]
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        self._errors.close()
 
 
 def child_send(argv: list[str]) -> dict[str, Any]:
@@ -921,10 +931,11 @@ def child_send(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--posts", default="")
     p.add_argument("--iter", action="store_true", help="only stream with iter_subscribers")
     p.add_argument("--postgres", default="", help="send from a fresh schema in this PostgreSQL database")
+    p.add_argument("--max-in-flight", type=int, default=0, help="sender.max_in_flight (0: the default)")
     a = p.parse_args(argv)
     if a.iter:
         return stream_only(Path(a.db))
-    return delivery_send(Path(a.db), a.url, Path(a.posts), a.postgres)
+    return delivery_send(Path(a.db), a.url, Path(a.posts), a.postgres, a.max_in_flight)
 
 
 def _rss_mb() -> float:
@@ -1005,7 +1016,9 @@ def postgres_copy(db: Path, base_url: str) -> tuple[str, Callable[[], None]]:
     return url_text, drop
 
 
-def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") -> dict[str, Any]:
+def delivery_send(
+    db: Path, url: str, posts_folder: Path, postgres: str = "", max_in_flight: int = 0
+) -> dict[str, Any]:
     """The product's path: digest.send.delivery.deliver with the SendGrid backend (real client).
 
     Works on a copy of the cached database (a send writes deliveries, batches and the ledger);
@@ -1043,7 +1056,8 @@ def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") ->
     os.environ["DIGEST_SECRET"] = SECRET
     os.environ["SENDGRID_API_KEY"] = API_KEY
     config = bench_config(scratch)
-    in_flight = os.environ.get("DIGEST_BENCH_MAX_IN_FLIGHT")  # 1: the sequential path, for a baseline
+    # 1: the sequential path (one request in flight), the baseline of --baseline-runs
+    in_flight = max_in_flight or os.environ.get("DIGEST_BENCH_MAX_IN_FLIGHT")
     if in_flight:
         from dataclasses import replace
 
@@ -1075,6 +1089,11 @@ def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") ->
                 "SELECT count(*), count(DISTINCT subscriber_id) FROM deliveries"
                 " WHERE edition_id = '2026-W02' AND state = 'sent'"
             ).one()
+            states = dict(
+                c.exec_driver_sql(
+                    "SELECT state, count(*) FROM deliveries WHERE edition_id = '2026-W02' GROUP BY state"
+                ).all()
+            )
         store.dispose()
     finally:
         if server is not None:
@@ -1085,6 +1104,7 @@ def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") ->
     return {
         "path": "digest.send.delivery.deliver",
         "database": "postgresql" if postgres else "sqlite",
+        "max_in_flight": config.sender.max_in_flight,
         "wall": wall,
         "cpu": time.process_time(),
         "recipients": summary.sent,
@@ -1096,6 +1116,10 @@ def delivery_send(db: Path, url: str, posts_folder: Path, postgres: str = "") ->
         "client_requests": sender.requests,
         "failed": summary.failed_total,
         "skipped": summary.skipped_total,
+        "undecided": summary.undecided,
+        "stopped": summary.stopped,
+        "notes": list(summary.notes),
+        "states": states,
         "base_rss_mb": base_rss,
         "peak_rss_mb": _rss_mb(),
         "worker": worker,
@@ -1118,8 +1142,11 @@ def _send_runs(
     dry_runs: int = 1,
     link: LinkSpec | None = None,
     postgres: str = "",
+    max_in_flight: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     flag: list[str] = ["--postgres", postgres] if postgres else []
+    if max_in_flight:
+        flag += ["--max-in-flight", str(max_in_flight)]
     dry, full = [], []
     for rep in range(reps):
         if rep < dry_runs:
@@ -1131,10 +1158,35 @@ def _send_runs(
                 timeout=3600,
             )
             result["server"] = fake_stats(server.url)
+            result["server_errors"] = server.errors()
+            if result["server_errors"] or result.get("undecided") or result.get("stopped"):
+                print(
+                    f"send of {n:,}: undecided {result.get('undecided')}, stopped {result.get('stopped')!r}, "
+                    f"states {result.get('states')}, the fake's stderr:\n{result['server_errors']}",
+                    file=sys.stderr,
+                )
         finally:
             server.close()
         full.append(result)
     return dry, full
+
+
+def _each_once(runs: list[dict[str, Any]], n: int, sets: int | None) -> bool:
+    """Every run delivered each of the ``n`` readers exactly once, by the fake's own counts and
+    by ``deliveries``, over the expected number of category sets."""
+    return all(
+        r["server"]["personalizations"] == n
+        and r["server"]["rejected"] == 0
+        and r["server"]["repeated_recipients"] == 0
+        and r["unique"] == n
+        and (sets is None or r["sets"] == sets)
+        for r in runs
+    )
+
+
+def _rss_all(run: dict[str, Any]) -> float:
+    """All processes of a send together: the main process's peak plus the personalization worker's."""
+    return float(run["peak_rss_mb"] + (run.get("worker") or {}).get("peak_rss_mb", 0.0))
 
 
 def _send_figures(
@@ -1144,21 +1196,16 @@ def _send_figures(
     full: list[dict[str, Any]],
     sets: int | None = None,
     bar_s: float | None = None,
+    sequential: list[dict[str, Any]] | None = None,
 ) -> list[Figure]:
+    """The rows of one send size. ``sequential``: runs of the same send with one request in
+    flight (``--baseline-runs``); the end-to-end ratio is then its median over ours."""
     last = full[-1]
     server = last["server"]
-    delivered_ok = all(
-        r["server"]["personalizations"] == n
-        and r["server"]["rejected"] == 0
-        and r["server"]["repeated_recipients"] == 0
-        and r["unique"] == n
-        and (sets is None or r["sets"] == sets)
-        for r in full
-    )
+    delivered_ok = _each_once(full, n, sets)
     wall = [r["wall"] for r in full]
     rss = [r["peak_rss_mb"] for r in full]
-    # all processes of the send together: the main process and the personalization worker
-    rss_all = [r["peak_rss_mb"] + (r.get("worker") or {}).get("peak_rss_mb", 0.0) for r in full]
+    rss_all = [_rss_all(r) for r in full]
     if bar_s is None and n >= 1_000_000:
         bar_s = TARGET_SEND_1M_S
     target = f"<= {bar_s:.0f} s, <= {TARGET_SEND_MB:.0f} MB" if bar_s else f"<= {TARGET_SEND_MB:.0f} MB"
@@ -1173,8 +1220,16 @@ def _send_figures(
             f"{n:,} subscribers, {last['sets']} category sets, {last['requests']} requests",
             "s",
             wall,
-            baseline="prepare only (dry run)" if dry else "",
-            ratio=statistics.median(wall) / statistics.median(r["wall"] for r in dry) if dry else None,
+            baseline="sequential: 1 request in flight"
+            if sequential
+            else "prepare only (dry run)"
+            if dry
+            else "",
+            ratio=statistics.median(r["wall"] for r in sequential) / statistics.median(wall)
+            if sequential
+            else statistics.median(wall) / statistics.median(r["wall"] for r in dry)
+            if dry
+            else None,
             target=target,
             met=met,
             note=f"{last['path']}; {server['personalizations']:,} delivered, each once: "
@@ -1186,6 +1241,22 @@ def _send_figures(
                 else ""
             ),
             extra={"runs_detail": full, "dry_detail": dry, "server": server},
+        ),
+        *(
+            [
+                Figure(
+                    f"  baseline: sequential send ({label})",
+                    f"{n:,} subscribers, max_in_flight 1",
+                    "s",
+                    [r["wall"] for r in sequential],
+                    note=f"each once: {'yes' if _each_once(sequential, n, sets) else 'NO'}; CPU "
+                    f"{statistics.median(r['cpu'] for r in sequential):.1f} s; peak RSS, all processes "
+                    f"{max(_rss_all(r) for r in sequential):.0f} MB",
+                    extra={"runs_detail": sequential},
+                )
+            ]
+            if sequential
+            else []
         ),
         Figure(
             f"  send ({label}): prepare only (dry run)",
@@ -1239,6 +1310,7 @@ def bench_send(
     real_max: int,
     link: LinkSpec | None = None,
     postgres: str = "",
+    baseline_runs: int = 0,
 ) -> list[Figure]:
     """Each size (up to ``real_max``): ``runs`` sends through digest.send.delivery, each on a fresh
     copy of the database, and one dry run; then the subscriber stream alone.
@@ -1262,11 +1334,23 @@ def bench_send(
                     link=link,
                     postgres=postgres if database == "postgresql" else "",
                 )
+                sequential = None
+                if baseline_runs:
+                    _, sequential = _send_runs(
+                        n,
+                        db,
+                        posts_folder,
+                        baseline_runs,
+                        dry_runs=0,
+                        link=link,
+                        postgres=postgres if database == "postgresql" else "",
+                        max_in_flight=1,
+                    )
                 label = "delivery.py" + (f", {database}" if postgres else "")
                 if over_link:
                     label += f", {link.label}"
                 bar = LINK_BAR_S.get(n) if over_link else None
-                figures += _send_figures(n, label, dry, full, sets, bar)
+                figures += _send_figures(n, label, dry, full, sets, bar, sequential)
         else:
             figures.append(
                 Figure(
@@ -1405,6 +1489,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default $DIGEST_BENCH_POSTGRES_URL)",
     )
     parser.add_argument("--send-runs", type=int, help="runs per send size (default 3; quick 1)")
+    parser.add_argument(
+        "--baseline-runs",
+        type=int,
+        default=0,
+        help="also run each send this many times with one request in flight (the sequential "
+        "path, sender.max_in_flight = 1) as its baseline in the same run (default 0: none)",
+    )
     args = parser.parse_args(argv)
 
     runs = args.runs or (3 if args.quick else 5)
@@ -1454,7 +1545,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             real_max = args.real_max if args.real_max is not None else 10**12
             send_runs = args.send_runs or (1 if args.quick else 3)
             figures += bench_send(
-                sizes, send_runs, send_posts, real_max, LinkSpec.parse(args.link), args.postgres
+                sizes,
+                send_runs,
+                send_posts,
+                real_max,
+                LinkSpec.parse(args.link),
+                args.postgres,
+                args.baseline_runs,
             )
         if "growth" not in skip:
             print("growth...", file=sys.stderr)

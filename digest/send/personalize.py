@@ -126,7 +126,7 @@ class Personalizer:
     """Builds the comma-joined personalizations of one batch."""
 
     def __init__(self, spec: PersonalizationSpec) -> None:
-        from digest.send.sendgrid import PersonalizationWriter
+        from digest.send.fragments import PersonalizationWriter
 
         self.links = LinkMaker(spec.base_url, Signer(spec.secret))
         self.writer = PersonalizationWriter(
