@@ -497,6 +497,43 @@ def casefold_pair(ctx: Ctx) -> Outcome:
     return out
 
 
+def categories_change_mid_send(ctx: Ctx) -> Outcome:
+    """Readers act while a send streams (a click on "preferences" in last week's email): one
+    moves to a category set the stream has passed, one to a set still ahead, and a new reader
+    confirms into a passed set. The stream reads five readers a query here (10,000 in a real
+    send), so each change lands between two of its pages. Each reader gets the edition once."""
+    from digest import subscribers as subs
+
+    ctx.readers(60)
+    store, config = ctx.site.store, ctx.site.config
+    order = list(subs.iter_send_rows(store))  # (id, email, name, category set), as the send reads
+    first, last = order[0], order[-1]
+    cats_of = {s.email: list(s.categories) for s in subs.iter_subscribers(store)}
+    original = subs.iter_send_rows
+    changed: list[str] = []
+
+    def in_small_pages(store: Any, *, changed_since: Any = None, **kw: Any) -> Iterator[Any]:
+        kw["page"] = 5
+        for i, row in enumerate(original(store, changed_since=changed_since, **kw)):
+            yield row
+            if i == 9 and changed_since is None and not changed:  # two pages in
+                subs.set_categories(store, config, first[1], cats_of[last[1]], source="web")
+                subs.set_categories(store, config, last[1], cats_of[first[1]], source="web")
+                ctx.site.add("latecomer@example.org", cats_of[first[1]])
+                changed.extend([first[1], last[1], "latecomer@example.org"])
+
+    subs.iter_send_rows = in_small_pages  # type: ignore[assignment]
+    error = ""
+    try:
+        ctx.deliver()
+    except Exception as exc:
+        error = repr(exc)
+    finally:
+        subs.iter_send_rows = original  # type: ignore[assignment]
+    ctx.emails.append("latecomer@example.org")
+    return ctx.outcome("categories_change_mid_send", error=error, changed=len(changed))
+
+
 def non_ascii_address(ctx: Ctx) -> Outcome:
     """`jöhn@example.com` (accepted by import and the form) among ordinary readers, via SendGrid."""
     ctx.readers(60)
@@ -568,6 +605,7 @@ CASES: dict[str, Callable[[Ctx], Outcome]] = {
     "casefold_pair": casefold_pair,
     "non_ascii_address": non_ascii_address,
     "non_ascii_address_outbox": non_ascii_address_outbox,
+    "categories_change_mid_send": categories_change_mid_send,
 }
 
 # What passes on today's code (tests/test_fault_matrix.py runs these in CI). The rest are in
@@ -590,6 +628,7 @@ PASSING = (
     "non_ascii_address",
     "non_ascii_address_outbox",
     "casefold_pair",
+    "categories_change_mid_send",
 )
 
 

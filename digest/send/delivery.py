@@ -66,7 +66,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from digest import editions
 from digest import subscribers as subs
@@ -89,7 +89,7 @@ from digest.send.ledger import Ledger
 from digest.send.personalize import Member, PersonalLinks
 from digest.send.summary import NOTHING_NEW, InFlightBatch, Progress, SendSummary
 from digest.send.variants import Variant, VariantBuilder, VariantKey
-from digest.store import Store
+from digest.store import Store, utcnow
 from digest.subscribers import category_set_keys
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,9 @@ POOL_MIN_READERS = 50_000
 # How long a send waits for another edition's send to finish (editions go out one at a time).
 EDITION_WAIT = 6 * 3600.0
 PAGE = 10_000  # readers read (and checked against the ledger) per query
+# How far before the stream's start a reader's change is looked for again (``_stream_changed``):
+# the web app may run on another machine whose clock is a little behind.
+CHANGED_MARGIN = timedelta(hours=1)
 # Recipients held back waiting for their group's batch to fill. Readers arrive set by set and each
 # set's batches go at its end, so only many variants of one set (readers who already had some of
 # its posts) come near this; past it the biggest groups go out part-full, keeping memory bounded.
@@ -162,6 +165,10 @@ class _Run:
         self.undecided_ids: set[int] = set()
         # A dry run only: readers of batches a stopped run accepted but did not write to deliveries.
         self.unwritten_done: set[int] = set()
+        # Every reader this run has met, one bit per subscriber id (125 KB for a million ids): a
+        # reader whose categories change during the send is met again in their new set, and
+        # must not get a second copy (see ``_stream_changed``).
+        self.met = bytearray()
 
     # the steps
 
@@ -198,7 +205,9 @@ class _Run:
                 )
             else:
                 self.dispatcher = SerialDispatcher(self.sender, batching, links)
+            streamed_from = utcnow()
             self._stream(subs.iter_send_rows(self.store, statuses=("active",), page=PAGE))
+            self._stream_changed(streamed_from)
             self._flush_all()
             self.dispatcher.drain(wait=True)
             self._report()
@@ -303,6 +312,27 @@ class _Run:
         if page:
             self._page(page)
 
+    def _stream_changed(self, since: datetime) -> None:
+        """Readers the stream passed over because they changed while it ran.
+
+        The stream reads in (category set, id) order, a page per query. A reader who moves to a
+        set it has already passed (new categories, or confirmed just now) would be missed, and one
+        who moves to a set still ahead would be met twice (``met`` stops the second copy). So one
+        more pass reads the active readers changed since the stream began (``updated_at``, with
+        ``CHANGED_MARGIN`` for clocks that disagree) and sends whoever the first pass did not meet.
+        """
+        self._flush_all(report=False)
+        self._current_set, self._current_keys, self._current_plain = None, (), None
+        met = self.met
+        late = (
+            row
+            for row in subs.iter_send_rows(
+                self.store, statuses=("active",), page=PAGE, changed_since=since - CHANGED_MARGIN
+            )
+            if (row[0] >> 3) >= len(met) or not met[row[0] >> 3] & (1 << (row[0] & 7))
+        )
+        self._stream(late)
+
     def _page(self, page: list[_Row]) -> None:
         """One page of readers in (category set, id) order: each set's batches fill, then flush at its end."""
         ids = [r[0] for r in page] if self.check_done or self.before_new or self.before_old else []
@@ -322,7 +352,14 @@ class _Run:
         current = self._current_set
         cats = self._current_keys
         plain: _Group | Variant | None = self._current_plain
+        met = self.met
         for sid, email, name, label in page:
+            byte, bit = sid >> 3, 1 << (sid & 7)
+            if byte >= len(met):
+                met.extend(bytes(byte + 1 - len(met) + (byte >> 2)))  # grows by a quarter: amortised
+            elif met[byte] & bit:
+                continue  # met earlier in this run: the reader moved to a later set during the send
+            met[byte] |= bit
             if label != current:
                 # Set boundary: nobody later has this set, so its part-full batches go now.
                 self._flush_all(report=False)

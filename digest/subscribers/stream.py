@@ -7,6 +7,7 @@ million readers cost what the first page costs, page after page.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import exists, func, literal, select
@@ -109,6 +110,7 @@ def iter_send_rows(
     *,
     statuses: Iterable[str] = ("active",),
     page: int = 10_000,
+    changed_since: datetime | None = None,
 ) -> Iterator[tuple[int, str, str, str]]:
     """Stream (id, email, name, category_set) ordered by (category_set, id): what a send reads.
 
@@ -116,6 +118,7 @@ def iter_send_rows(
     batches and holds no buffer. Keyset pages on (category_set, id) walk the index on
     (status, category_set, id, email, name): one covering-index query per page, plain tuples (a
     million readers must not mean a million objects or a million Rows).
+    ``changed_since``: only readers whose row changed at or after it (``updated_at``).
     """
     wanted = _check_statuses(statuses) or STATUSES
     if page < 1:
@@ -123,11 +126,17 @@ def iter_send_rows(
     pg = store.dialect == "postgresql"
     q = "%s" if pg else "?"
     where = f"status IN ({', '.join([q] * len(wanted))})"
+    since: tuple[Any, ...] = ()
+    if changed_since is not None:
+        where += f" AND updated_at >= {q}"
+        at = changed_since.astimezone(UTC)
+        # SQLite holds naive UTC text, as SQLAlchemy's DateTime writes it (digest.store.UTCDateTime)
+        since = (at,) if pg else (at.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f"),)
     head = f"SELECT id, email, name, category_set FROM subscribers WHERE {where}"
     tail = f" ORDER BY category_set, id LIMIT {int(page)}"
     first_sql = head + tail
     next_sql = head + f" AND (category_set, id) > ({q}, {q})" + tail
-    params: tuple[Any, ...] = tuple(wanted)
+    params: tuple[Any, ...] = (*wanted, *since)
     sql = first_sql
     while True:
         with store.reading() as connection:
@@ -142,7 +151,7 @@ def iter_send_rows(
             return
         last = rows[-1]
         sql = next_sql
-        params = (*wanted, last[3], last[0])
+        params = (*wanted, *since, last[3], last[0])
 
 
 def count_by_category(store: Store, *, statuses: Iterable[str] = ("active",)) -> dict[str, int]:
