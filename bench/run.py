@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -953,6 +954,46 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class PssSampler:
+    """The peak of the send's processes' memory together, sampled every 100 ms: this process and
+    the personalization worker, each by its PSS (proportional set size: pages shared between
+    them, such as the interpreter and libraries, counted once). Summing each process's VmHWM
+    counts those twice and is an upper bound; this is what the machine holds."""
+
+    def __init__(self, others: Callable[[], list[int]]) -> None:
+        self.others = others
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _pss_kb(pid: int | str) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        kb = self._pss_kb("self") + sum(self._pss_kb(pid) for pid in self.others())
+        self.peak_mb = max(self.peak_mb, kb / 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
 def stream_only(db: Path) -> dict[str, Any]:
     """digest.subscribers.iter_subscribers over every active reader: the product's streaming API."""
     from digest.store import open_store
@@ -1045,6 +1086,15 @@ def delivery_send(
         close(pool)
 
     PersonalizationPool.close = close_and_measure  # type: ignore[method-assign]
+    pools: list[PersonalizationPool] = []
+    init = PersonalizationPool.__init__
+
+    def init_and_note(pool: PersonalizationPool, *args: Any, **kwargs: Any) -> None:
+        init(pool, *args, **kwargs)
+        pools.append(pool)
+
+    PersonalizationPool.__init__ = init_and_note  # type: ignore[method-assign]
+    pss = PssSampler(lambda: [p._proc.pid for p in pools])
     scratch = Path(tempfile.mkdtemp(prefix="digest-deliver-"))
     copy = scratch / "digest.db"
     drop: Callable[[], None] | None = None
@@ -1071,6 +1121,7 @@ def delivery_send(
         sender = SendGridSender(API_KEY, host=host, from_email="brief@example.com", max_retries=2)
         end = datetime(2026, 1, 9, tzinfo=config.tz)
         base_rss = _rss_mb()
+        pss.start()
         t0 = time.perf_counter()
         summary = deliver(
             config,
@@ -1084,6 +1135,7 @@ def delivery_send(
             dry_run=dry,
         )
         wall = time.perf_counter() - t0
+        pss.stop()
         with store.reading() as c:
             sent, unique = c.exec_driver_sql(
                 "SELECT count(*), count(DISTINCT subscriber_id) FROM deliveries"
@@ -1122,6 +1174,7 @@ def delivery_send(
         "states": states,
         "base_rss_mb": base_rss,
         "peak_rss_mb": _rss_mb(),
+        "peak_pss_all_mb": pss.peak_mb,
         "worker": worker,
         "parts": {},
     }
@@ -1282,6 +1335,13 @@ def _send_figures(
             "MB",
             rss_all,
             note="main + personalization worker (sum of their peaks: an upper bound)",
+        ),
+        Figure(
+            f"  send ({label}): peak PSS, all processes",
+            f"{n:,} subscribers",
+            "MB",
+            [r.get("peak_pss_all_mb", float("nan")) for r in full],
+            note="sampled every 100 ms, main + worker together, shared pages counted once",
         ),
         Figure(f"  send ({label}): messages/s", f"{n:,} subscribers", "msg/s", [n / w for w in wall]),
     ]
