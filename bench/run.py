@@ -1371,6 +1371,7 @@ def bench_send(
     link: LinkSpec | None = None,
     postgres: str = "",
     baseline_runs: int = 0,
+    skip_databases: Sequence[str] = (),
 ) -> list[Figure]:
     """Each size (up to ``real_max``): ``runs`` sends through digest.send.delivery, each on a fresh
     copy of the database, and one dry run; then the subscriber stream alone.
@@ -1384,7 +1385,8 @@ def bench_send(
         db = subscriber_db(n)
         sets = check_category_sets(db, n)
         if n <= real_max:
-            for database in ("sqlite", "postgresql") if postgres else ("sqlite",):
+            databases = ("sqlite", "postgresql") if postgres else ("sqlite",)
+            for database in [d for d in databases if d not in skip_databases]:
                 dry, full = _send_runs(
                     n,
                     db,
@@ -1536,7 +1538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         help="largest send run through digest.send.delivery (default: every size)",
     )
-    parser.add_argument("--skip", default="", help="comma-separated stages to skip: posts,render,send,growth")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated stages to skip: posts,render,send,growth; 'sqlite' keeps only the "
+        "PostgreSQL sends of --postgres",
+    )
     parser.add_argument(
         "--link",
         default="",
@@ -1612,6 +1619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 LinkSpec.parse(args.link),
                 args.postgres,
                 args.baseline_runs,
+                [d for d in ("sqlite",) if d in skip],
             )
         if "growth" not in skip:
             print("growth...", file=sys.stderr)
