@@ -40,7 +40,7 @@ from digest.images import FRONT_MATTER_KEYS, image_from_front_matter
 from digest.model import LoadResult, Post, Skip
 from digest.post_dates import _DATE_TEXT as DATE_TEXT
 from digest.post_dates import Notice, file_date, parse_date_text, post_date
-from digest.safe_yaml import SafeLoader  # aliases and nesting bounded (billion laughs, cycles)
+from digest.safe_yaml import FrontMatterLimitError, SafeLoader  # aliases, nesting, size bounded
 from digest.sites import fields, hugo, jekyll
 from digest.textclean import clean_post_fields, clean_post_text
 
@@ -482,7 +482,10 @@ def _yaml_reason(exc: yaml.YAMLError, fm: str, text: str) -> str:
     """Say which line of the file is wrong and how, e.g. an unquoted colon in a title."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    reason = f"the front matter is not valid YAML ({problem})"
+    if isinstance(exc, FrontMatterLimitError):  # valid YAML, but more than a post may ask of the reader
+        reason = f"the front matter is refused: {problem}; keep it to plain `key: value` lines"
+    else:
+        reason = f"the front matter is not valid YAML ({problem})"
     if mark is not None:
         before = text.find(fm) if fm else -1
         line_no = (text[:before].count("\n") if before >= 0 else 1) + mark.line + 1

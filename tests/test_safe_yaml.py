@@ -35,6 +35,9 @@ def test_recursive_anchor_is_a_skip_naming_the_file_and_line() -> None:
     assert str(caught.value).startswith("2026/loop.md: ")
     assert "refers to the value it is part of" in caught.value.reason
     assert "line 3: categories: &r [US, *r]" in caught.value.reason
+    # valid YAML that asks too much is "refused", not called invalid (its syntax is fine)
+    assert caught.value.reason.startswith("the front matter is refused: ")
+    assert "not valid YAML" not in caught.value.reason
 
 
 @pytest.mark.parametrize("doc", ["m: &m {k: *m}", "a: &a [x, {y: [*a]}]"])
@@ -51,6 +54,7 @@ def test_billion_laughs_is_refused_in_well_under_a_second() -> None:
         parse_post(raw, "laughs.md", tz=TZ)
     assert time.process_time() - started < 0.5
     assert f"more than {MAX_ALIAS_VALUES:,} values" in caught.value.reason
+    assert caught.value.reason.startswith("the front matter is refused: ")
 
 
 def test_ordinary_aliases_still_work() -> None:
