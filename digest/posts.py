@@ -482,10 +482,12 @@ def _yaml_reason(exc: yaml.YAMLError, fm: str, text: str) -> str:
     """Say which line of the file is wrong and how, e.g. an unquoted colon in a title."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    if isinstance(exc, FrontMatterLimitError):  # valid YAML, but more than a post may ask of the reader
-        reason = f"the front matter is refused: {problem}; keep it to plain `key: value` lines"
-    else:
-        reason = f"the front matter is not valid YAML ({problem})"
+    limit = isinstance(exc, FrontMatterLimitError)  # valid YAML, but more than a post may ask
+    reason = (
+        f"the front matter is refused: {problem}"
+        if limit
+        else f"the front matter is not valid YAML ({problem})"
+    )
     if mark is not None:
         before = text.find(fm) if fm else -1
         line_no = (text[:before].count("\n") if before >= 0 else 1) + mark.line + 1
@@ -496,6 +498,8 @@ def _yaml_reason(exc: yaml.YAMLError, fm: str, text: str) -> str:
             reason += f": {line[:80]}"
         if "mapping values" in problem:
             reason += " (put the value in quotes if it contains a colon)"
+    if limit:
+        reason += "; keep the front matter to plain `key: value` lines"
     return reason
 
 
