@@ -563,3 +563,24 @@ def test_iter_send_rows_groups_each_set_and_pages_exactly(store, config):
     assert [row[1] for row in pending] == ["pending@example.com"]
     with pytest.raises(StoreError):
         list(subs.iter_send_rows(store, statuses=["gone"]))
+
+
+def test_changed_send_rows_finds_readers_changed_since_in_send_order(store, config):
+    """What a send reads again after its stream: active readers whose row changed since it began."""
+    from datetime import UTC, datetime, timedelta
+
+    for i, cats in enumerate(["News", "Tech", "News", ["News", "Tech"]]):
+        subs.subscribe(store, config, f"r{i}@example.com", cats, confirmed=True)
+    since = datetime.now(UTC)
+    assert subs.changed_send_rows(store, since + timedelta(seconds=1)) == []
+    everyone = list(subs.iter_send_rows(store))
+    assert subs.changed_send_rows(store, since - timedelta(hours=1)) == everyone  # same rows, same order
+    later = datetime.now(UTC)
+    subs.set_categories(store, config, "r2@example.com", ["Tech"], source="web")  # moves set
+    subs.subscribe(store, config, "late@example.com", "News", confirmed=True)  # confirms now
+    subs.subscribe(store, config, "pending@example.com", "News", source="web")  # not active
+    subs.unsubscribe(store, "r0@example.com", source="web")  # changed, but no longer active
+    changed = subs.changed_send_rows(store, later)
+    assert [(row[1], row[3]) for row in changed] == [("late@example.com", "news"), ("r2@example.com", "tech")]
+    for page in (1, 2):
+        assert subs.changed_send_rows(store, later, page=page) == changed

@@ -324,13 +324,11 @@ class _Run:
         self._flush_all(report=False)
         self._current_set, self._current_keys, self._current_plain = None, (), None
         met = self.met
-        late = (
+        late = [
             row
-            for row in subs.iter_send_rows(
-                self.store, statuses=("active",), page=PAGE, changed_since=since - CHANGED_MARGIN
-            )
+            for row in subs.changed_send_rows(self.store, since - CHANGED_MARGIN, statuses=("active",))
             if (row[0] >> 3) >= len(met) or not met[row[0] >> 3] & (1 << (row[0] & 7))
-        )
+        ]
         self._stream(late)
 
     def _page(self, page: list[_Row]) -> None:

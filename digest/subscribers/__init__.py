@@ -52,6 +52,7 @@ from digest.subscribers.rules import (
     split_categories,
 )
 from digest.subscribers.stream import (
+    changed_send_rows,
     count_by_category,
     count_by_status,
     iter_send_rows,
@@ -77,6 +78,7 @@ __all__ = [
     "ImportReport",
     "category_set_keys",
     "category_set_label",
+    "changed_send_rows",
     "clean_name",
     "confirm",
     "count_by_category",

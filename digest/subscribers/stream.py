@@ -110,7 +110,6 @@ def iter_send_rows(
     *,
     statuses: Iterable[str] = ("active",),
     page: int = 10_000,
-    changed_since: datetime | None = None,
 ) -> Iterator[tuple[int, str, str, str]]:
     """Stream (id, email, name, category_set) ordered by (category_set, id): what a send reads.
 
@@ -118,7 +117,6 @@ def iter_send_rows(
     batches and holds no buffer. Keyset pages on (category_set, id) walk the index on
     (status, category_set, id, email, name): one covering-index query per page, plain tuples (a
     million readers must not mean a million objects or a million Rows).
-    ``changed_since``: only readers whose row changed at or after it (``updated_at``).
     """
     wanted = _check_statuses(statuses) or STATUSES
     if page < 1:
@@ -126,17 +124,11 @@ def iter_send_rows(
     pg = store.dialect == "postgresql"
     q = "%s" if pg else "?"
     where = f"status IN ({', '.join([q] * len(wanted))})"
-    since: tuple[Any, ...] = ()
-    if changed_since is not None:
-        where += f" AND updated_at >= {q}"
-        at = changed_since.astimezone(UTC)
-        # SQLite holds naive UTC text, as SQLAlchemy's DateTime writes it (digest.store.UTCDateTime)
-        since = (at,) if pg else (at.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f"),)
     head = f"SELECT id, email, name, category_set FROM subscribers WHERE {where}"
     tail = f" ORDER BY category_set, id LIMIT {int(page)}"
     first_sql = head + tail
     next_sql = head + f" AND (category_set, id) > ({q}, {q})" + tail
-    params: tuple[Any, ...] = (*wanted, *since)
+    params: tuple[Any, ...] = tuple(wanted)
     sql = first_sql
     while True:
         with store.reading() as connection:
@@ -151,7 +143,51 @@ def iter_send_rows(
             return
         last = rows[-1]
         sql = next_sql
-        params = (*wanted, *since, last[3], last[0])
+        params = (*wanted, last[3], last[0])
+
+
+def changed_send_rows(
+    store: Store,
+    since: datetime,
+    *,
+    statuses: Iterable[str] = ("active",),
+    page: int = 10_000,
+) -> list[tuple[int, str, str, str]]:
+    """The rows ``iter_send_rows`` gives, of readers whose row changed at or after ``since``
+    (``updated_at``), in the same (category set, id) order.
+
+    A send asks after its stream, for readers who changed while it ran: usually none or a few.
+    Keyset pages on the primary key read the table once (0.16 s for a million readers on
+    SQLite), where the send-order index would look up every row (2.3 s); the few found are
+    sorted here.
+    """
+    wanted = _check_statuses(statuses) or STATUSES
+    pg = store.dialect == "postgresql"
+    q = "%s" if pg else "?"
+    at = since.astimezone(UTC)
+    # SQLite holds naive UTC text, as SQLAlchemy's DateTime writes it (digest.store.UTCDateTime).
+    bound = at if pg else at.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    sql = (
+        f"SELECT id, email, name, category_set FROM subscribers WHERE id > {q} "
+        f"AND status IN ({', '.join([q] * len(wanted))}) AND updated_at >= {q} "
+        f"ORDER BY id LIMIT {int(page)}"
+    )
+    found: list[tuple[int, str, str, str]] = []
+    last = 0
+    while True:
+        with store.reading() as connection:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(sql, (last, *wanted, bound))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        found += rows
+        if len(rows) < page:
+            break
+        last = rows[-1][0]
+    found.sort(key=lambda r: (r[3], r[0]))
+    return found
 
 
 def count_by_category(store: Store, *, statuses: Iterable[str] = ("active",)) -> dict[str, int]:
