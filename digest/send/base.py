@@ -178,7 +178,7 @@ class BulkSender(Sender, Protocol):
         raises SendError if it breaks the provider's limits."""
         ...
 
-    def post_prepared(self, data: str) -> str:
+    def post_prepared(self, data: str | bytes) -> str:
         """Post a prepared body; the provider's message id. Raises as ``send_batch`` does."""
         ...
 

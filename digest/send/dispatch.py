@@ -400,12 +400,13 @@ class _Poster:
             return False
         if lock is not None:
             lock.covered(self.cover)
-        self.requests.submit(self._request, job, parts)
+        job.parts = parts  # built: the request thread takes it from here (and lets it go)
+        self.requests.submit(self._request, job)
         return True
 
-    def _request(self, job: _Posting, parts: str) -> None:
+    def _request(self, job: _Posting) -> None:
         try:
-            self._post(job, parts)
+            self._post(job)
         finally:
             self.inbox.put(("answer", job))
 
@@ -438,12 +439,20 @@ class _Poster:
             return answered
         return [_finished(job)]
 
-    def _post(self, job: _Posting, parts: str) -> None:
-        """Build the body (with the edition and ledger batch id in custom_args) and post it."""
+    def _post(self, job: _Posting) -> None:
+        """Build the body (with the edition and ledger batch id in custom_args) and post it.
+
+        Up to ``max_in_flight`` requests wait on a slow link at once, so each holds one copy of
+        its body, as UTF-8 bytes: the readers' parts and the text are let go before it goes out.
+        """
         try:
-            assert job.variant.prefix is not None
+            assert job.variant.prefix is not None and isinstance(job.parts, str)
+            parts, job.parts = job.parts, ""
             args = {"edition": self.b.edition_id, "batch": str(job.batch_id)}
-            data = self.sender.prepared_body(job.variant.prefix, parts, len(job.ids), args)
+            text = self.sender.prepared_body(job.variant.prefix, parts, len(job.ids), args)
+            del parts
+            data = text.encode("utf-8")
+            del text
             job.message_id = self.sender.post_prepared(data)
         except ProviderAuthError as exc:
             self.why_stopped = "the provider refused the API key"

@@ -198,7 +198,9 @@ class KeepAliveClient(Client):  # type: ignore[misc]
             data = None
             if request_body is not None:
                 content_type = self.request_headers.get("Content-Type")
-                if content_type is not None and content_type != "application/json":
+                if isinstance(request_body, bytes):
+                    data = request_body  # encoded once by the caller (a send holds one copy)
+                elif content_type is not None and content_type != "application/json":
                     data = request_body.encode("utf-8")  # already JSON text (ours always is)
                 else:
                     self.request_headers.setdefault("Content-Type", "application/json")

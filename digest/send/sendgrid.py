@@ -262,8 +262,9 @@ class SendGridSender:
             raise SendError(f"A SendGrid request body is at most 30 MB; this one is {len(data)} characters.")
         return data
 
-    def post_prepared(self, data: str) -> str:
-        """POST a body from ``prepared_body``; the provider's message id (thread-safe)."""
+    def post_prepared(self, data: str | bytes) -> str:
+        """POST a body from ``prepared_body`` (or its UTF-8 bytes); the provider's message id
+        (thread-safe)."""
         response = self._request("post", ("mail", "send"), data=data)
         return _header(response.headers, "X-Message-Id") or ""
 
@@ -308,7 +309,7 @@ class SendGridSender:
         method: str,
         path: tuple[str, ...],
         *,
-        data: str | None = None,
+        data: str | bytes | None = None,
         query: Mapping[str, Any] | None = None,
     ) -> Any:
         """One API call with the retry policy above; returns the python_http_client Response."""
