@@ -10,7 +10,7 @@ import pytest
 from fake_sendgrid import FakeSendGrid
 from send_fixtures import *  # noqa: F403  (fixtures)
 from send_fixtures import AS_OF, SendSite
-from test_hostile_cli_store import CONFIG, Result, one_line_error
+from test_hostile_cli_store import CONFIG, Result, digest, one_line_error  # noqa: F401  (digest: a fixture)
 from test_send_delivery import _unwrite
 
 from digest.send.status import READER_STATES, edition_status
@@ -18,23 +18,10 @@ from digest.weekly import send as deliver
 
 
 @pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
-    """``cli(folder, *args)``: digest.cli.main in this process, as a user runs it there."""
-    from digest.cli import main
-
-    def run(cwd: Path, *args: str) -> Result:
-        with monkeypatch.context() as m:
-            m.chdir(cwd)
-            m.delenv("DIGEST_DATABASE_URL", raising=False)
-            m.delenv("DIGEST_CONFIG", raising=False)
-            capsys.readouterr()
-            with pytest.raises(SystemExit) as info:
-                main(list(args))
-            out = capsys.readouterr()
-        code = info.value.code
-        return Result(code if isinstance(code, int) else (0 if code is None else 1), out.out, out.err)
-
-    return run
+def cli(digest: Callable[..., Result]) -> Callable[..., Result]:  # noqa: F811  (the fixture)
+    """``cli(folder, *args)``: digest.cli.main in this process, as a user runs it there (the
+    hostile-CLI suite's runner)."""
+    return digest
 
 
 def test_read_only_send_commands_create_no_database(tmp_path: Path, cli: Callable[..., Result]) -> None:

@@ -323,13 +323,8 @@ class _Run:
         """
         self._flush_all(report=False)
         self._current_set, self._current_keys, self._current_plain = None, (), None
-        met = self.met
-        late = [
-            row
-            for row in subs.changed_send_rows(self.store, since - CHANGED_MARGIN, statuses=("active",))
-            if (row[0] >> 3) >= len(met) or not met[row[0] >> 3] & (1 << (row[0] & 7))
-        ]
-        self._stream(late)
+        # ``_page`` passes over the readers this run met already, as it does within the stream.
+        self._stream(subs.changed_send_rows(self.store, since - CHANGED_MARGIN, statuses=("active",)))
 
     def _page(self, page: list[_Row]) -> None:
         """One page of readers in (category set, id) order: each set's batches fill, then flush at its end."""

@@ -131,19 +131,26 @@ def iter_send_rows(
     params: tuple[Any, ...] = tuple(wanted)
     sql = first_sql
     while True:
-        with store.reading() as connection:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
+        rows = _fetch_tuples(store, sql, params)
         yield from rows
         if len(rows) < page:
             return
         last = rows[-1]
         sql = next_sql
         params = (*wanted, last[3], last[0])
+
+
+def _fetch_tuples(store: Store, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """One page as plain tuples, on the driver's own cursor in a short read transaction (a
+    million readers must not mean a million SQLAlchemy Rows)."""
+    with store.reading() as connection:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params)
+            rows: list[Any] = cursor.fetchall()
+            return rows
+        finally:
+            cursor.close()
 
 
 def changed_send_rows(
@@ -175,13 +182,7 @@ def changed_send_rows(
     found: list[tuple[int, str, str, str]] = []
     last = 0
     while True:
-        with store.reading() as connection:
-            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.execute(sql, (last, *wanted, bound))
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
+        rows = _fetch_tuples(store, sql, (last, *wanted, bound))
         found += rows
         if len(rows) < page:
             break
