@@ -16,17 +16,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
+from test_web import _signed as signed  # the Event Webhook's signed headers
 
 from digest import subscribers as subs
 from digest.config import Config
 from digest.links import CONFIRM, PREFERENCES, UNSUBSCRIBE, Signer
 from digest.send.base import OutgoingMessage
-from digest.send.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from digest.store import open_store
 from digest.web import create_app
 from digest.web.app import WebApp
@@ -86,16 +86,6 @@ def web_of(client: TestClient) -> WebApp:
 def token_of(client: TestClient) -> str:
     page = client.get("/").text
     return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
-
-
-def signed(private: Any, body: bytes) -> dict[str, str]:
-    ts = str(int(time.time()))
-    signature = private.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {
-        SIGNATURE_HEADER: base64.b64encode(signature).decode(),
-        TIMESTAMP_HEADER: ts,
-        "Content-Type": "application/json",
-    }
 
 
 # --- one path for every address ----------------------------------------------------------------
